@@ -151,6 +151,11 @@ public struct ImageOutput: ~Copyable {
         return dir.isEmpty ? "/" : dir
     }
 
+    /// Writes bytes that are not an image (such as extracted memory) through the same atomic path.
+    public func writeRaw(_ bytes: [UInt8]) throws(ImageError) {
+        try bytes.withBytes { (raw) throws(ImageError) in try descriptor.writeAll(raw) }
+    }
+
     /// Makes the written image durable and visible at the target path.
     public mutating func commit() throws(ImageError) {
         guard let targetPath, let temporaryPath else {
