@@ -32,9 +32,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(
+            name: "ImageFixtures",
+            dependencies: ["CheckpointImage"]
+        ),
         .executableTarget(
             name: "gen-fixtures",
-            dependencies: ["CheckpointImage"],
+            dependencies: ["CheckpointImage", "ImageFixtures"],
             path: "Sources/GenFixtures"
         ),
         .executableTarget(
@@ -44,7 +48,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CheckpointImageTests",
-            dependencies: ["CheckpointImage"]
+            dependencies: ["CheckpointImage", "ImageFixtures"]
         ),
     ]
 )

@@ -18,6 +18,8 @@ public struct ImageWriterOptions: Sendable {
     public var compressionBatch = max(2, ProcessInfo.processInfo.activeProcessorCount * 4)
     /// §6.4 Store identical pages once.
     public var deduplicate = true
+    /// Writes this parent link instead of the real one (fixtures build broken chains with it).
+    @_spi(Fixtures) public var parentLinkOverride: Ccimg_V1_ParentLink?
 
     public init() {}
 }
@@ -103,7 +105,10 @@ public final class ImageWriter {
         body.pageSize = options.pageSize
         body.pagesPerFrame = options.pagesPerFrame
         var features = FeatureFlags()
-        if let parent {
+        if let link = options.parentLinkOverride {
+            body.parent = link
+            features.incompatible |= FeatureFlags.incompatibleParent
+        } else if let parent {
             var link = Ccimg_V1_ParentLink()
             link.parentUuid = Data(parent.top.header.uuid.bytes)
             link.parentIndexDigest = Data(parent.top.indexDigest.canonical)

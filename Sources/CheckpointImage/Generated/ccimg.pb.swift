@@ -828,9 +828,10 @@ public nonisolated struct Ccimg_V1_ThreadState: @unchecked Sendable {
   /// Clears the value of `altStack`. Subsequent reads from it will return its default value.
   public mutating func clearAltStack() {_uniqueStorage()._altStack = nil}
 
-  public var clearTidAddress_p: UInt64 {
-    get {_storage._clearTidAddress_p}
-    set {_uniqueStorage()._clearTidAddress_p = newValue}
+  /// set_tid_address(2): cleared and futex-woken at exit
+  public var tidAddress: UInt64 {
+    get {_storage._tidAddress}
+    set {_uniqueStorage()._tidAddress = newValue}
   }
 
   public var robustList: UInt64 {
@@ -2452,7 +2453,7 @@ nonisolated extension Ccimg_V1_SyscallState: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ThreadState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tid\0\u{1}state\0\u{1}syscall\0\u{3}general_registers\0\u{1}xsave\0\u{3}xsave_features\0\u{3}fs_base\0\u{3}gs_base\0\u{3}signal_mask\0\u{3}pending_signals\0\u{3}alt_stack\0\u{3}clear_tid_address\0\u{3}robust_list\0\u{3}robust_list_length\0\u{1}name\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tid\0\u{1}state\0\u{1}syscall\0\u{3}general_registers\0\u{1}xsave\0\u{3}xsave_features\0\u{3}fs_base\0\u{3}gs_base\0\u{3}signal_mask\0\u{3}pending_signals\0\u{3}alt_stack\0\u{3}tid_address\0\u{3}robust_list\0\u{3}robust_list_length\0\u{1}name\0")
 
   fileprivate class _StorageClass {
     var _tid: Int32 = 0
@@ -2466,7 +2467,7 @@ nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf
     var _signalMask: UInt64 = 0
     var _pendingSignals: [Ccimg_V1_SignalInfo] = []
     var _altStack: Ccimg_V1_AltStack? = nil
-    var _clearTidAddress_p: UInt64 = 0
+    var _tidAddress: UInt64 = 0
     var _robustList: UInt64 = 0
     var _robustListLength: UInt64 = 0
     var _name: String = String()
@@ -2491,7 +2492,7 @@ nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf
       _signalMask = source._signalMask
       _pendingSignals = source._pendingSignals
       _altStack = source._altStack
-      _clearTidAddress_p = source._clearTidAddress_p
+      _tidAddress = source._tidAddress
       _robustList = source._robustList
       _robustListLength = source._robustListLength
       _name = source._name
@@ -2524,7 +2525,7 @@ nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._signalMask) }()
         case 10: try { try decoder.decodeRepeatedMessageField(value: &_storage._pendingSignals) }()
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._altStack) }()
-        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._clearTidAddress_p) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._tidAddress) }()
         case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._robustList) }()
         case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._robustListLength) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
@@ -2573,8 +2574,8 @@ nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._altStack {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
       } }()
-      if _storage._clearTidAddress_p != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._clearTidAddress_p, fieldNumber: 12)
+      if _storage._tidAddress != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._tidAddress, fieldNumber: 12)
       }
       if _storage._robustList != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._robustList, fieldNumber: 13)
@@ -2605,7 +2606,7 @@ nonisolated extension Ccimg_V1_ThreadState: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._signalMask != rhs_storage._signalMask {return false}
         if _storage._pendingSignals != rhs_storage._pendingSignals {return false}
         if _storage._altStack != rhs_storage._altStack {return false}
-        if _storage._clearTidAddress_p != rhs_storage._clearTidAddress_p {return false}
+        if _storage._tidAddress != rhs_storage._tidAddress {return false}
         if _storage._robustList != rhs_storage._robustList {return false}
         if _storage._robustListLength != rhs_storage._robustListLength {return false}
         if _storage._name != rhs_storage._name {return false}
