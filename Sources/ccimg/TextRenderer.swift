@@ -6,8 +6,54 @@ enum TextRenderer {
     /// An indented outline of any model: `key: value`, lists as `- item`.
     static func tree(_ value: JSONValue) -> String {
         var out = ""
-        render(value, indent: 0, into: &out)
+        render(humanize(value, key: ""), indent: 0, into: &out)
         return out
+    }
+
+    /// x86-64 `struct user_regs_struct`, in order (the layout of ThreadState.general_registers).
+    static let registerNames = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+                                "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+                                "ds", "es", "fs", "gs"]
+
+    static let bytesKeys: Set<String> = ["xsave", "siginfo", "termios", "contents", "unread", "data", "body", "localAddress",
+                                         "peerAddress", "value", "receiveQueue", "sendQueue", "elfBuildId", "runs"]
+    static let hexKeys: Set<String> = ["fsBase", "gsBase", "tidAddress", "robustList", "handler", "restorer", "sp", "address",
+                                       "startCode", "endCode", "startData", "endData", "startBrk", "brk", "startStack", "argStart",
+                                       "argEnd", "envStart", "envEnd", "signalMask", "mask", "xsaveFeatures", "capEffective",
+                                       "capPermitted", "capInheritable", "capBounding", "capAmbient", "flags", "sigval", "dev"]
+
+    /// Text-mode readability: registers by name, addresses in hex, bytes as text or a size.
+    static func humanize(_ value: JSONValue, key: String) -> JSONValue {
+        switch value {
+        case .object(let pairs):
+            return .object(pairs.map { ($0.0, humanize($0.1, key: $0.0)) })
+        case .array(let items):
+            return .array(items.map { humanize($0, key: key) })
+        case .string(let s) where key == "generalRegisters":
+            guard let data = Data(base64Encoded: s), data.count == registerNames.count * 8 else { return value }
+            let bytes = [UInt8](data)
+            return .object(registerNames.enumerated().map { i, name in
+                let word = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[i * 8 + $1]) << (UInt64($1) * 8) }
+                return (name, .hex(word))
+            })
+        case .string(let s) where bytesKeys.contains(key):
+            guard let data = Data(base64Encoded: s) else { return value }
+            let bytes = [UInt8](data)
+            if !bytes.isEmpty, bytes.allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) {
+                return .string("\"" + String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+                    .replacingOccurrences(of: "\r", with: "\\r") + "\"")
+            }
+            if bytes.count <= 32 { return .string(bytes.map { String(format: "%02x", $0) }.joined()) }
+            return .string("<\(bytes.count) bytes>")
+        case .string(let s) where hexKeys.contains(key):
+            if let v = UInt64(s) { return .hex(v) }
+            if let v = Int64(s) { return .hex(UInt64(bitPattern: v)) }
+            return value
+        case .int(let i) where hexKeys.contains(key):
+            return .hex(UInt64(bitPattern: i))
+        default:
+            return value
+        }
     }
 
     private static func scalar(_ v: JSONValue) -> String? {
