@@ -50,22 +50,30 @@ struct OwnedDescriptor: ~Copyable {
     }
 
     /// Reads up to `count` bytes from the current position with `read(2)`;
-    /// returns fewer only at end of input.
+    /// returns fewer only at end of input. Memory grows with what arrives, so
+    /// a huge `count` read from a damaged image cannot allocate it up front.
     func readSome(count: Int) throws(ImageError) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeMutableBytes { raw in
-                Glibc.read(self.raw, raw.baseAddress! + done, count - done)
+        var buffer: [UInt8] = []
+        while buffer.count < count {
+            let chunk = min(count - buffer.count, 1 << 20)
+            let start = buffer.count
+            buffer.append(contentsOf: repeatElement(0, count: chunk))
+            var done = 0
+            while done < chunk {
+                let n = buffer.withUnsafeMutableBytes { raw in
+                    Glibc.read(self.raw, raw.baseAddress! + start + done, chunk - done)
+                }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw ImageError(.io, "read failed", cause: "'read' failed: \(errnoText(errno))")
+                }
+                if n == 0 {
+                    buffer.removeSubrange((start + done)...)
+                    return buffer
+                }
+                done += n
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ImageError(.io, "read failed", cause: "'read' failed: \(errnoText(errno))")
-            }
-            if n == 0 { break }
-            done += n
         }
-        buffer.removeSubrange(done...)
         return buffer
     }
 

@@ -87,13 +87,8 @@ public enum ImageVerifier {
     }
 
     /// The sequential pass: header, every block, index, footer, cross-checks.
-    static func scan(_ descriptor: borrowing OwnedDescriptor, into report: inout VerifyReport) -> ImageHeaderInfo? {
-        var position: UInt64 = 0
-        func read(_ n: Int) throws(ImageError) -> [UInt8] {
-            let bytes = try descriptor.readSome(count: n)
-            position += UInt64(bytes.count)
-            return bytes
-        }
+    static func scan(_ descriptor: consuming OwnedDescriptor, into report: inout VerifyReport) -> ImageHeaderInfo? {
+        var scanner = BlockScanner(descriptor: descriptor)
         func problem(_ error: ImageError) {
             var e = error
             if e.path == nil && report.path != "-" { e.path = report.path }
@@ -101,7 +96,7 @@ public enum ImageVerifier {
         }
 
         let header: ImageHeaderInfo
-        do { header = try ImageHeaderInfo.decode(read: read) } catch {
+        do { header = try scanner.readHeader() } catch {
             problem(error)
             return nil
         }
@@ -114,35 +109,17 @@ public enum ImageVerifier {
         var indexBlock: (header: BlockHeader, offset: UInt64, payload: [UInt8])?
 
         scanning: while true {
-            let offset = position
-            let headerBytes: [UInt8]
-            do { headerBytes = try read(ImageFormat.blockHeaderLength) } catch { problem(error); return header }
-            guard headerBytes.count == ImageFormat.blockHeaderLength else {
-                problem(ImageError(.truncated, headerBytes.isEmpty ? "file ends before the index and footer" : "file ends inside a block header",
-                                   offset: offset))
+            let raw: BlockScanner.RawBlock
+            do {
+                raw = try scanner.nextBlock(header: header) { [frameOffsets] b in b.type == .frame ? "frame \(frameOffsets.count)" : b.name() }
+            } catch {
+                problem(error)
                 return header
             }
-            let block: BlockHeader
-            do { block = try BlockHeader.decode(headerBytes, offset: offset) } catch { problem(error); return header }
-            let name = block.type == .frame ? "frame \(frameOffsets.count)" : block.name()
-            guard let type = block.type else {
-                problem(ImageError(.structural, "unknown block type 0x\(String(block.typeTag, radix: 16)); cannot go on", location: name, offset: offset))
-                return header
-            }
-            let limit = block.payloadLimit(pageSize: UInt32(pageSize), pagesPerFrame: UInt32(ppf))
-            guard block.payloadLength <= limit else {
-                problem(ImageError(.limitExceeded, "payload of \(block.payloadLength) bytes exceeds the limit of \(limit); cannot go on",
-                                   location: name, offset: offset))
-                return header
-            }
-            let payload: [UInt8]
-            do { payload = try read(Int(block.payloadLength)) } catch { problem(error); return header }
-            guard payload.count == Int(block.payloadLength) else {
-                problem(ImageError(.truncated, "file ends inside the payload (\(payload.count) of \(block.payloadLength) bytes)",
-                                   location: name, offset: offset))
-                return header
-            }
-            let checksumOK = payload.withUnsafeBytes { block.computeChecksum(payload: $0) } == block.checksum
+            let block = raw.header, offset = raw.offset, payload = raw.payload
+            let type = block.type!
+            let name = type == .frame ? "frame \(frameOffsets.count)" : block.name()
+            let checksumOK = raw.checksumOK
             if !checksumOK {
                 problem(ImageError(.checksumMismatch, "checksum does not match", location: name, offset: offset))
             }
@@ -202,24 +179,7 @@ public enum ImageVerifier {
         }
 
         // §7.2 The footer, and nothing after it.
-        let footerOffset = position
-        do throws(ImageError) {
-            let bytes = try read(ImageFormat.footerLength)
-            guard bytes.count == ImageFormat.footerLength else {
-                problem(ImageError(.truncated, "file ends inside the footer", location: "footer", offset: footerOffset))
-                return header
-            }
-            let footer = try Footer.decode(bytes, offset: footerOffset)
-            if footer.indexOffset != indexBlock!.offset || footer.indexLength != footerOffset - indexBlock!.offset {
-                problem(ImageError(.structural, "footer points at \(footer.indexOffset)+\(footer.indexLength), the index is at \(indexBlock!.offset)",
-                                   location: "footer", offset: footerOffset))
-            }
-            if try !read(1).isEmpty {
-                problem(ImageError(.structural, "bytes follow the footer", offset: position - 1))
-            }
-        } catch {
-            problem(error)
-        }
+        do { try scanner.readFooter(indexOffset: indexBlock!.offset) } catch { problem(error) }
 
         // §7.1 The index against what was scanned.
         guard let indexBlock, indexBlock.header.checksum == indexBlock.payload.withUnsafeBytes({ indexBlock.header.computeChecksum(payload: $0) }) else {
