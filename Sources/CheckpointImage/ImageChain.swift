@@ -98,6 +98,20 @@ public final class ImageChain: @unchecked Sendable {
         return .unmapped
     }
 
+    /// When the page at `address` begins or sits in a run of not-populated or
+    /// zero pages of the newest image, that state and how many pages of the
+    /// run remain from `address` — so callers can skip huge reservations in
+    /// one step instead of page by page.
+    public func uniformRun(at address: UInt64) -> (state: PageState, pages: UInt64)? {
+        let image = top
+        guard let v = image.vmaIndex(containing: address) else { return nil }
+        let table = image.pageTables[v]
+        let page = (address - image.memoryMap[v].start) / UInt64(pageSize)
+        let (run, offset) = table.run(containing: page)
+        guard run.state == .notPopulated || run.state == .zero else { return nil }
+        return (run.state, run.count - offset)
+    }
+
     /// The XXH3-128 of the page at `address`: nil when it is unmapped or not
     /// populated, the zero-page hash for a zero page. Needs no decompression.
     public func pageHash(at address: UInt64) -> PageHash? {

@@ -164,16 +164,27 @@ public enum ImageDiff {
             var changed: UInt64 = 0
             var runStart: UInt64? = nil
             var runCount: UInt64 = 0
+            var truncated = false
             let end = min(x.end, y.end)
             var address = x.start
             func closeRun() {
                 if let s = runStart {
-                    if ranges.count < maxRangesPerVma { ranges.append(.object([("start", .hex(s)), ("pages", .count(runCount))])) }
+                    if ranges.count < maxRangesPerVma {
+                        ranges.append(.object([("start", .hex(s)), ("pages", .count(runCount))]))
+                    } else {
+                        truncated = true
+                    }
                     runStart = nil
                     runCount = 0
                 }
             }
             while address < end {
+                if let ra = a.uniformRun(at: address), let rb = b.uniformRun(at: address), ra.state == rb.state {
+                    // Both sides hold the same empty run here: skip it whole.
+                    closeRun()
+                    address += min(min(ra.pages, rb.pages), (end - address) / ps) * ps
+                    continue
+                }
                 if a.pageHash(at: address) != b.pageHash(at: address) {
                     changed += 1
                     if runStart == nil { runStart = address }
@@ -189,7 +200,7 @@ public enum ImageDiff {
                 pages.append(.object([
                     ("start", .hex(x.start)), ("end", .hex(end)), ("role", .string(ImageInspector.roleName(y.role))),
                     ("changedPages", .count(changed)), ("ranges", .array(ranges)),
-                    ("rangesTruncated", .bool(ranges.count >= maxRangesPerVma)),
+                    ("rangesTruncated", .bool(truncated)),
                 ]))
             }
         }

@@ -27,9 +27,14 @@ public enum ImageFlattener {
             try writer.beginVma(vma)
             var address = vma.start
             while address < vma.end {
+                if let run = chain.uniformRun(at: address) {
+                    if run.state == .zero { writer.appendZero(count: run.pages) } else { writer.appendNotPopulated(count: run.pages) }
+                    address += run.pages * ps
+                    continue
+                }
                 switch chain.resolve(address: address) {
                 case .unmapped:
-                    throw ImageError(.brokenChain, "inherited page at 0x\(String(address, radix: 16)) has no VMA in the parent chain", path: top.path)
+                    throw ImageError(.structural, "inherited page at 0x\(String(address, radix: 16)) has no VMA in the parent chain", path: top.path)
                 case .notPopulated: writer.appendNotPopulated(count: 1)
                 case .zero: writer.appendZero(count: 1)
                 case .stored(let level, let ordinal):

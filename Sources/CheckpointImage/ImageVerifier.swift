@@ -41,7 +41,7 @@ public enum ImageVerifier {
             let chain = try ImageChain.open(path: path, storeDirectories: storeDirectories)
             for parent in chain.images.dropFirst() {
                 report.parents.append(parent.path)
-                let parentReport = verify(path: parent.path, deep: deep, storeDirectories: [])
+                let parentReport = verify(path: parent.path, deep: deep, storeDirectories: storeDirectories)
                 report.problems += parentReport.problems.map { problem in
                     var p = problem
                     p.message = "in parent image: " + p.message
@@ -142,8 +142,14 @@ public enum ImageVerifier {
                 let number = frameOffsets.count
                 frameOffsets.append(offset)
                 report.frames += 1
-                if block.aux64 != nextOrdinal || block.aux == 0 || UInt64(block.aux) > ppf {
-                    problem(ImageError(.structural, "frame holds \(block.aux) pages from ordinal \(block.aux64); expected up to \(ppf) from \(nextOrdinal)",
+                guard block.aux >= 1, UInt64(block.aux) <= ppf else {
+                    // The page count decides every later ordinal: with it wrong there is no way on.
+                    problem(ImageError(.structural, "frame holds \(block.aux) pages; a frame holds 1 to \(ppf); cannot go on",
+                                       location: name, offset: offset))
+                    return header
+                }
+                if block.aux64 != nextOrdinal {
+                    problem(ImageError(.structural, "frame starts at page ordinal \(block.aux64); expected \(nextOrdinal)",
                                        location: name, offset: offset))
                 }
                 let count = UInt64(block.aux)
@@ -204,10 +210,10 @@ public enum ImageVerifier {
         if index.storedPages != nextOrdinal {
             problem(ImageError(.structural, "index counts \(index.storedPages) stored pages, frames hold \(nextOrdinal)", location: "index"))
         }
-        let scanned = sections.map { ($0.header.kind, $0.offset, UInt64(ImageFormat.blockHeaderLength) + $0.header.payloadLength) }
-        let listed = index.sections.map { ($0.kind, $0.offset, $0.length) }
+        let scanned = sections.map { ($0.header.kind, UInt32($0.header.flags.rawValue), $0.offset, UInt64(ImageFormat.blockHeaderLength) + $0.header.payloadLength) }
+        let listed = index.sections.map { ($0.kind, $0.flags, $0.offset, $0.length) }
         if !scanned.elementsEqual(listed, by: { $0 == $1 }) {
-            problem(ImageError(.structural, "index lists other sections than the file holds", location: "index", offset: indexBlock.offset))
+            problem(ImageError(.structural, "index lists other sections (kinds, flags, offsets or lengths) than the file holds", location: "index", offset: indexBlock.offset))
         }
 
         // §5.3 / §6.2 Memory map and page map.

@@ -44,8 +44,8 @@ public struct VmaPageTable: Sendable {
         pageCount = total
     }
 
-    /// The entry for page `page` (0-based within the VMA); dedup resolves to its stored ordinal.
-    public func entry(at page: UInt64) -> Entry {
+    /// The run holding page `page` and the page's offset in it.
+    public func run(containing page: UInt64) -> (run: PageRun, offset: UInt64) {
         precondition(page < pageCount, "page \(page) outside a VMA of \(pageCount) pages")
         var lo = 0
         var hi = runs.count - 1
@@ -53,8 +53,12 @@ public struct VmaPageTable: Sendable {
             let mid = (lo + hi + 1) / 2
             if runStarts[mid] <= page { lo = mid } else { hi = mid - 1 }
         }
-        let run = runs[lo]
-        let offset = page - runStarts[lo]
+        return (runs[lo], page - runStarts[lo])
+    }
+
+    /// The entry for page `page` (0-based within the VMA); dedup resolves to its stored ordinal.
+    public func entry(at page: UInt64) -> Entry {
+        let (run, offset) = self.run(containing: page)
         switch run.state {
         case .notPopulated: return .notPopulated
         case .zero: return .zero
