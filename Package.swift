@@ -6,7 +6,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "CheckpointImage", targets: ["CheckpointImage"]),
+        .library(name: "CheckpointCapture", targets: ["CheckpointCapture"]),
         .executable(name: "ccimg", targets: ["ccimg"]),
+        .executable(name: "ccpm", targets: ["ccpm"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +20,11 @@ let package = Package(
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXxhash", path: "Sources/CXxhash", pkgConfig: "libxxhash",
                        providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(name: "CLibelf", path: "Sources/CLibelf", pkgConfig: "libelf",
+                       providers: [.apt(["libelf-dev"])]),
+        // The only C of our own: non-variadic wrappers of ptrace, process_vm_readv,
+        // pidfd, userfaultfd and PAGEMAP_SCAN that return -errno.
+        .target(name: "CCheckpointKernel"),
         .target(
             name: "CheckpointImage",
             dependencies: [
@@ -29,6 +36,17 @@ let package = Package(
             name: "ccimg",
             dependencies: [
                 "CheckpointImage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "CheckpointCapture",
+            dependencies: ["CheckpointImage", "CCheckpointKernel", "CLibelf"]
+        ),
+        .executableTarget(
+            name: "ccpm",
+            dependencies: [
+                "CheckpointCapture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -49,6 +67,10 @@ let package = Package(
         .testTarget(
             name: "CheckpointImageTests",
             dependencies: ["CheckpointImage", "ImageFixtures"]
+        ),
+        .testTarget(
+            name: "CheckpointCaptureTests",
+            dependencies: ["CheckpointCapture", "CheckpointImage"]
         ),
     ]
 )

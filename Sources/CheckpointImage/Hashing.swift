@@ -57,6 +57,15 @@ public struct PageHash: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+extension Array where Element == UInt8 {
+    /// Appends the 16-byte canonical form of `hash` (§6.3) without a temporary array.
+    mutating func appendCanonical(_ hash: PageHash) {
+        var high = hash.high.bigEndian, low = hash.low.bigEndian
+        Swift.withUnsafeBytes(of: &high) { append(contentsOf: $0) }
+        Swift.withUnsafeBytes(of: &low) { append(contentsOf: $0) }
+    }
+}
+
 /// XXH3-64 over several pieces, as every block checksum is computed (§4): the
 /// block header's first 32 bytes, then the payload.
 func xxh3Checksum(_ pieces: UnsafeRawBufferPointer...) -> UInt64 {

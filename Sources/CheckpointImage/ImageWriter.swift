@@ -70,7 +70,9 @@ public final class ImageWriter {
     private var currentAddress: UInt64 = 0
     private var inVma = false
 
+    /// The frame being filled: a full frame's bytes, of which `frameFill` are pages so far.
     private var frameRaw: [UInt8] = []
+    private var frameFill = 0
     private var frameFirstOrdinal: UInt64 = 0
     private var pendingFrames: [(raw: [UInt8], first: UInt64, count: UInt32)] = []
     private var stateCounts: [PageState: UInt64] = [:]
@@ -118,7 +120,12 @@ public final class ImageWriter {
         }
         let header = try ImageHeaderInfo(features: features, body: body).encode()
         try emit(header)
-        frameRaw.reserveCapacity(pageSize * Int(options.pagesPerFrame))
+        frameRaw = ImageWriter.frameBuffer(bytes: pageSize * Int(options.pagesPerFrame))
+    }
+
+    /// A frame buffer whose bytes are written before they are read, so it is not zero-filled.
+    static func frameBuffer(bytes: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: bytes) { _, count in count = bytes }
     }
 
     // MARK: Sections
@@ -231,12 +238,15 @@ public final class ImageWriter {
         let ordinal = nextOrdinal
         nextOrdinal += 1
         if options.deduplicate { dedupTable[hash] = ordinal }
-        pageHashes += hash.canonical
+        pageHashes.appendCanonical(hash)
         currentRuns.append(.stored, ordinal: ordinal)
         stateCounts[.stored, default: 0] += 1
-        if frameRaw.isEmpty { frameFirstOrdinal = ordinal }
-        frameRaw.append(contentsOf: page)
-        if frameRaw.count == pageSize * Int(options.pagesPerFrame) { try sealFrame() }
+        if frameFill == 0 { frameFirstOrdinal = ordinal }
+        frameRaw.withUnsafeMutableBytes { raw in
+            (raw.baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
+        }
+        frameFill += pageSize
+        if frameFill == frameRaw.count { try sealFrame() }
         advance(1)
     }
 
@@ -255,10 +265,11 @@ public final class ImageWriter {
     // MARK: Frames
 
     private func sealFrame() throws(ImageError) {
-        guard !frameRaw.isEmpty else { return }
-        pendingFrames.append((frameRaw, frameFirstOrdinal, UInt32(frameRaw.count / pageSize)))
-        frameRaw = []
-        frameRaw.reserveCapacity(pageSize * Int(options.pagesPerFrame))
+        guard frameFill > 0 else { return }
+        if frameFill < frameRaw.count { frameRaw.removeSubrange(frameFill...) }
+        pendingFrames.append((frameRaw, frameFirstOrdinal, UInt32(frameFill / pageSize)))
+        frameRaw = ImageWriter.frameBuffer(bytes: pageSize * Int(options.pagesPerFrame))
+        frameFill = 0
         if pendingFrames.count >= options.compressionBatch { try flushFrames() }
     }
 

@@ -146,16 +146,13 @@ struct PageRunBuilder {
     private(set) var runs: [PageRun] = []
 
     mutating func append(_ state: PageState, count: UInt64 = 1, ordinal: UInt64 = 0, dedupTarget: UInt64 = 0) {
-        if var last = runs.last, last.state == state {
-            switch state {
-            case .stored where last.firstOrdinal + last.count != ordinal:
-                break
-            default:
-                last.count += count
-                if state == .dedup { last.dedupTargets.append(dedupTarget) }
-                runs[runs.count - 1] = last
-                return
-            }
+        let last = runs.count - 1
+        // Extend the last run in place (no copy of its dedup targets).
+        if last >= 0, runs[last].state == state,
+           state != .stored || runs[last].firstOrdinal + runs[last].count == ordinal {
+            runs[last].count += count
+            if state == .dedup { runs[last].dedupTargets.append(dedupTarget) }
+            return
         }
         runs.append(PageRun(state: state, count: count, firstOrdinal: ordinal,
                             dedupTargets: state == .dedup ? [dedupTarget] : []))

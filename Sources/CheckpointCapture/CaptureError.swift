@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CheckpointImage
+
+/// A failed system call: its name as written in the source, and errno.
+/// Prints as `'ptrace(PTRACE_SEIZE)' failed: (1) Operation not permitted`.
+public struct SystemCallError: Error, CustomStringConvertible, Sendable {
+    public var call: String
+    public var errno: Int32
+
+    public init(_ call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String { "'\(call)' failed: (\(errno)) \(String(cString: strerror(errno)))" }
+}
+
+/// Checks a `cc_*` result (>= 0, or -errno).
+@discardableResult
+func kernelCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
+    if result < 0 { throw SystemCallError(call(), errno: Int32(-result)) }
+    return result
+}
+
+/// Checks a libc result (-1 and errno on failure).
+@discardableResult
+func libcCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
+    if result == -1 { throw SystemCallError(call(), errno: errno) }
+    return result
+}
+
+/// Why a checkpoint failed. Each code has its own `ccpm` exit status; every
+/// failure leaves the target running as it was (issue #3, "never harm the target").
+public struct CaptureError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        /// The PID names no process (or it exited during the capture).
+        case noSuchProcess = "no-such-process"
+        /// Not allowed to trace or read the process.
+        case permissionDenied = "permission-denied"
+        /// The image could not be written (full disk, unwritable path, closed pipe).
+        case output
+        /// The parent image is missing or damaged.
+        case parent
+        /// The kernel refused something the capture needs.
+        case kernel
+        /// The process is in a state this version cannot capture.
+        case unsupported
+
+        /// The `ccpm checkpoint` exit status.
+        public var exitStatus: Int32 {
+            switch self {
+            case .noSuchProcess: 3
+            case .permissionDenied: 4
+            case .output: 5
+            case .parent: 6
+            case .kernel: 7
+            case .unsupported: 8
+            }
+        }
+    }
+
+    public var code: Code
+    public var message: String
+    public var pid: Int32?
+    public var cause: String?
+
+    public init(_ code: Code, _ message: String, pid: Int32? = nil, cause: String? = nil) {
+        self.code = code
+        self.message = message
+        self.pid = pid
+        self.cause = cause
+    }
+
+    public var description: String {
+        var text = pid.map { "pid \($0): " } ?? ""
+        text += message
+        if let cause { text += " (\(cause))" }
+        return text
+    }
+
+    /// Classifies a failed system call on process `pid`.
+    static func from(_ error: SystemCallError, pid: Int32, doing what: String) -> CaptureError {
+        switch error.errno {
+        case ESRCH, ENOENT: CaptureError(.noSuchProcess, "no such process (it may have exited)", pid: pid, cause: error.description)
+        case EPERM, EACCES: CaptureError(.permissionDenied, "not permitted to \(what); run as root or as the process's owner with ptrace allowed",
+                                         pid: pid, cause: error.description)
+        default: CaptureError(.kernel, "cannot \(what)", pid: pid, cause: error.description)
+        }
+    }
+
+    /// Classifies an image error raised while writing.
+    static func from(_ error: ImageError, pid: Int32) -> CaptureError {
+        CaptureError(.output, "cannot write the image", pid: pid, cause: error.description)
+    }
+}

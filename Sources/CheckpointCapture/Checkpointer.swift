@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointImage
+import Foundation
+
+/// How to take a checkpoint.
+public struct CheckpointOptions: Sendable {
+    /// Keep the process running after the image is written (snapshots,
+    /// "active versioning"); by default it is killed once its image is safe,
+    /// as migration needs.
+    public var leaveRunning = false
+    /// Write an incremental image against this parent (§8).
+    public var parentPath: String?
+    /// Where else to look for the parent's own parents.
+    public var storeDirectories: [String] = []
+    /// Called with bytes of memory read so far and the total to read.
+    public var progress: (@Sendable (UInt64, UInt64) -> Void)?
+    /// Writer settings (UUID, producer, frame size).
+    public var writer = ImageWriterOptions()
+
+    public init() {}
+}
+
+/// What a checkpoint did.
+public struct CheckpointSummary: Sendable {
+    public var pid: Int32
+    public var threads: Int
+    public var image: ImageWriteSummary
+    /// Bytes of memory read from the process.
+    public var memoryRead: UInt64
+    /// How long the process was stopped, and the whole capture, in nanoseconds.
+    public var freezeNanoseconds: UInt64
+    public var totalNanoseconds: UInt64
+    /// "full", or for an incremental image how changed pages were found.
+    public var trackingMode: String
+    public var leftRunning: Bool
+    public var warnings: [String]
+}
+
+/// Captures a live, unmodified process into an image (issue #3): every
+/// thread stopped together with ptrace, memory read with process_vm_readv,
+/// the rest from /proc and pidfd_getfd — from outside, so any PID works.
+public enum Checkpointer {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Checkpoints `pid` into `output`. On any failure the process is left
+    /// running as it was (detached, nothing injected) and nothing appears at
+    /// a file output's path.
+    public static func checkpoint(pid: Int32, to output: consuming ImageOutput,
+                                  options: CheckpointOptions = CheckpointOptions()) throws(CaptureError) -> CheckpointSummary {
+        let start = now()
+        guard pid > 0 else { throw CaptureError(.noSuchProcess, "\(pid) is not a process ID", pid: pid) }
+        if Glibc.kill(pid, 0) != 0 {
+            let e = errno
+            throw e == ESRCH ? CaptureError(.noSuchProcess, "no such process", pid: pid)
+                : CaptureError.from(SystemCallError("kill(0)", errno: e), pid: pid, doing: "signal the process")
+        }
+        guard pid != getpid() else { throw CaptureError(.unsupported, "ccpm cannot checkpoint itself", pid: pid) }
+
+        // Everything that can fail without touching the process comes first.
+        var parent: ImageChain? = nil
+        if let parentPath = options.parentPath {
+            do throws(ImageError) {
+                parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories)
+                let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
+                if let problem = report.problems.first { throw problem }
+            } catch {
+                throw CaptureError(.parent, "the parent image cannot be used; checkpoint without --parent or repair it", pid: pid,
+                                   cause: error.description)
+            }
+        }
+        let pidfd = Int32(cc_pidfd_open(pid))
+        guard pidfd >= 0 else {
+            throw CaptureError.from(SystemCallError("pidfd_open", errno: -pidfd), pid: pid, doing: "open the process")
+        }
+        defer { close(pidfd) }
+        var writerOptions = options.writer
+        writerOptions.uuid = ImageUUID.random()     // every image its own identity
+        writerOptions.createdUnixNanoseconds = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
+        writerOptions.machine = ProcessCapture.machineFacts()
+        if writerOptions.producerName == "ccimg" { writerOptions.producerName = "ccpm" }
+        let writer: ImageWriter
+        do { writer = try ImageWriter(output: output, options: writerOptions, parent: parent) } catch {
+            throw CaptureError.from(error, pid: pid)
+        }
+
+        // Freeze.
+        var traced = try TracedProcess(seizing: pid)
+        let frozenAt = now()
+        var warnings: [String] = []
+        do {
+            // Injected reads first: they resume and re-stop the threads they use.
+            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads)
+            warnings += injected.warnings
+            traced.noteIntercepted(injected.interceptedSignals)
+            let process = try ProcessCapture.capture(pid: pid)
+            var threads = Ccimg_V1_ThreadList()
+            var stackPointers: [Int32: UInt64] = [:]
+            for thread in traced.threads {
+                var state = try ThreadCapture.capture(thread, pid: pid, readShared: thread.tid == pid)
+                if let alt = injected.altStacks[thread.tid] { state.altStack = alt }
+                state.tidAddress = injected.tidAddresses[thread.tid] ?? 0
+                threads.threads.append(state)
+                stackPointers[thread.tid] = state.generalRegisters.withUnsafeBytes { $0.load(fromByteOffset: 19 * 8, as: UInt64.self) }
+            }
+            var handles = HandleCapture(pid: pid, pidfd: pidfd)
+            try handles.captureAll()
+            warnings += handles.warnings
+            handles.sync.intervalTimers = injected.intervalTimers
+            handles.sync.posixTimers = injected.posixTimers
+            var memory = MemoryCapture(pid: pid)
+            let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
+
+            try writer.addSection(.process, process)
+            try writer.addSection(.threads, threads)
+            try writer.addSection(.syncObjects, handles.sync)
+            var handleTable = Ccimg_V1_HandleTable()
+            handleTable.handles = handles.handles
+            try writer.addSection(.handles, handleTable)
+            var sockets = Ccimg_V1_SocketTable()
+            sockets.sockets = handles.sockets
+            try writer.addSection(.sockets, sockets)
+            try writer.addSection(.signals, injected.signals)
+            if let console = handles.console() { try writer.addSection(.console, console) }
+            var metadata = Ccimg_V1_Metadata()
+            metadata.entries = [("tracking-mode", parent == nil ? "full" : "hash-compare"),
+                                ("captured-by", "ccpm checkpoint")].map { key, value in
+                var e = Ccimg_V1_MetadataEntry()
+                e.key = key
+                e.value = value
+                return e
+            }
+            try writer.addSection(.metadata, metadata)
+
+            let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
+            let progress = options.progress
+            let read = try memory.writePages(regions, to: writer, progress: progress.map { p in { p($0, total) } })
+            let image = try writer.finish()
+
+            // The image is safe: now the process may go on, or go away.
+            let threadCount = traced.threads.count
+            if options.leaveRunning { traced.detach() } else { traced.kill() }
+            let thawedAt = now()
+            return CheckpointSummary(pid: pid, threads: threadCount, image: image, memoryRead: read,
+                                     freezeNanoseconds: thawedAt - frozenAt, totalNanoseconds: thawedAt - start,
+                                     trackingMode: parent == nil ? "full" : "hash-compare", leftRunning: options.leaveRunning,
+                                     warnings: warnings)
+        } catch let error as CaptureError {
+            throw error
+        } catch let error as SystemCallError {
+            throw CaptureError.from(error, pid: pid, doing: "read the process state")
+        } catch let error as ImageError {
+            throw CaptureError.from(error, pid: pid)
+        } catch {
+            throw CaptureError(.kernel, "capture failed", pid: pid, cause: "\(error)")
+        }
+        // `traced` detaches in its deinit on every path that did not kill or detach it.
+    }
+}

@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+
+/// A process whose every thread is seized and stopped with ptrace
+/// (PTRACE_SEIZE + PTRACE_INTERRUPT). Dropping it detaches every thread, so
+/// no failure path can leave the process stopped; a thread that was stopped
+/// by a signal before (group-stop) stays stopped, as it was.
+///
+/// All ptrace requests must come from the thread that seized (the kernel
+/// answers ESRCH to any other): use a `TracedProcess` on one thread only.
+public struct TracedProcess: ~Copyable {
+    public let pid: Int32
+    /// The stopped threads, main thread first.
+    public private(set) var threads: [StoppedThread] = []
+    private var detached = false
+
+    /// How a thread was found when it stopped for us.
+    public struct StoppedThread: Sendable {
+        public var tid: Int32
+        /// It was in group-stop (stopped by SIGSTOP, SIGTSTP, …) before we came.
+        public var groupStopped: Bool
+        /// A signal it was about to handle when it stopped (signal-delivery-stop);
+        /// it is handed back on detach, and recorded as pending.
+        public var interceptedSignal: Int32
+        /// Its /proc state letter before the seize (R, S, D, T, …).
+        public var procState: Character
+    }
+
+    /// Seizes and stops every thread of `pid`. Threads created meanwhile are
+    /// caught too: the task list is read again until it is stable.
+    public init(seizing pid: Int32) throws(CaptureError) {
+        self.pid = pid
+        var seized = Set<Int32>()
+        do {
+            let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(pid)/status"))
+            if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
+                throw CaptureError(.noSuchProcess, "process is a zombie (it has exited; its parent has not reaped it)", pid: pid)
+            }
+            if let tgid = status["Tgid"], Int32(tgid) != pid {
+                throw CaptureError(.unsupported, "\(pid) is a thread of process \(tgid); checkpoint the process", pid: pid)
+            }
+        } catch let error as SystemCallError {
+            throw CaptureError.from(error, pid: pid, doing: "read /proc/\(pid)")
+        } catch let error as CaptureError {
+            throw error
+        } catch {
+            throw CaptureError(.kernel, "\(error)", pid: pid)
+        }
+        do throws(SystemCallError) {
+            var rounds = 0
+            while true {
+                rounds += 1
+                let tids = try ProcFS.threadIDs(pid)
+                let fresh = tids.filter { !seized.contains($0) }
+                if fresh.isEmpty { break }
+                for tid in fresh {
+                    let procState = TracedProcess.procState(pid: pid, tid: tid)
+                    let r = cc_ptrace_seize(tid, 0)
+                    if r == -Int(ESRCH) && tid != pid { continue }  // the thread exited
+                    try kernelCall("ptrace(PTRACE_SEIZE)", r)
+                    seized.insert(tid)
+                    threads.append(StoppedThread(tid: tid, groupStopped: false, interceptedSignal: 0, procState: procState))
+                    try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
+                }
+                if rounds > 1000 { throw SystemCallError("seize: threads keep appearing", errno: EAGAIN) }
+            }
+            var waited = threads
+            for i in waited.indices {
+                try TracedProcess.waitForStop(&waited[i])
+            }
+            threads = waited
+            threads.sort { ($0.tid == pid ? 0 : 1, $0.tid) < ($1.tid == pid ? 0 : 1, $1.tid) }
+        } catch {
+            detachAll()
+            detached = true
+            throw CaptureError.from(error, pid: pid, doing: "trace the process")
+        }
+    }
+
+    private static func procState(pid: Int32, tid: Int32) -> Character {
+        guard let text = try? ProcFS.read("/proc/\(pid)/task/\(tid)/stat"), let stat = ProcFS.parseStat(text),
+              let c = stat.fields[3].first else { return "?" }
+        return c
+    }
+
+    /// Waits until `thread` is in a ptrace stop, noting group-stop and intercepted signals.
+    private static func waitForStop(_ thread: inout StoppedThread) throws(SystemCallError) {
+        while true {
+            var status: Int32 = 0
+            let r = cc_waitpid(thread.tid, &status, 0)
+            if r == -Int(EINTR) { continue }
+            try kernelCall("waitpid(\(thread.tid))", r)
+            if cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0 {
+                throw SystemCallError("waitpid(\(thread.tid)): thread exited", errno: ESRCH)
+            }
+            guard cc_wifstopped(status) != 0 else { continue }
+            let signal = cc_wstopsig(status)
+            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP {
+                // PTRACE_EVENT_STOP: SIGTRAP for our interrupt; a stop signal means group-stop.
+                if [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) { thread.groupStopped = true }
+                return
+            }
+            // A signal-delivery-stop came first: keep the signal for later, and interrupt again.
+            thread.interceptedSignal = signal
+            return
+        }
+    }
+
+    /// Records signals that arrived while injecting, to hand back on detach.
+    mutating func noteIntercepted(_ signals: [Int32: [Int32]]) {
+        for i in threads.indices {
+            if let s = signals[threads[i].tid]?.last, threads[i].interceptedSignal == 0 { threads[i].interceptedSignal = s }
+        }
+    }
+
+    /// Detaches every thread, handing back intercepted signals. Idempotent.
+    public mutating func detach() {
+        guard !detached else { return }
+        detachAll()
+        detached = true
+    }
+
+    private func detachAll() {
+        for thread in threads {
+            _ = cc_ptrace_detach(thread.tid, thread.interceptedSignal)
+        }
+    }
+
+    /// Kills the process (SIGKILL) — used after its image is safely written,
+    /// when the process migrates — and collects every thread's exit report.
+    /// Other threads first: the kernel reports the leader's exit only after theirs.
+    public consuming func kill() {
+        _ = Glibc.kill(pid, SIGKILL)
+        let order = threads.filter { $0.tid != pid } + threads.filter { $0.tid == pid }
+        let deadline = Checkpointer.now() + 5_000_000_000
+        for thread in order {
+            var status: Int32 = 0
+            while Checkpointer.now() < deadline {
+                let r = cc_waitpid(thread.tid, &status, cc_WNOHANG)
+                if r == -Int(EINTR) { continue }
+                if r < 0 || (r > 0 && (cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0)) { break }
+                usleep(1000)
+            }
+        }
+        detached = true
+    }
+
+    deinit {
+        if !detached { detachAll() }
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import CheckpointCapture
+import CheckpointImage
+import Foundation
+
+/// `ccpm`: checkpoint (and later restore) live processes.
+@main
+struct CCPM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ccpm",
+        abstract: "Checkpoint running Linux processes into ccimg images.",
+        discussion: """
+        Exit status of 'checkpoint': 0 the image is written; 3 no such process; 4 not permitted;
+        5 the image cannot be written; 6 the parent image is missing or damaged; 7 the kernel refused;
+        8 unsupported process state. On every failure the process is left running as it was.
+        """,
+        version: CheckpointImageVersion.current,
+        subcommands: [Checkpoint.self]
+    )
+}
+
+struct Checkpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write an image of a running process.")
+
+    @Argument(help: "The process to checkpoint.") var pid: Int32
+    @Option(name: .shortAndLong, help: "The image to write ('-' for standard output); written atomically.") var output: String
+    @Flag(help: "Keep the process running after the image is written (default: it is killed once the image is safe).")
+    var leaveRunning = false
+    @Option(help: "Write an incremental image against this parent image.") var parent: String?
+    @Option(help: ArgumentHelp("Directory to search for parent images by UUID (repeatable).", valueName: "DIR")) var store: [String] = []
+
+    func run() throws {
+        var options = CheckpointOptions()
+        options.leaveRunning = leaveRunning
+        options.parentPath = parent
+        options.storeDirectories = store
+        if isatty(2) != 0 { options.progress = ProgressBar.show }
+        do {
+            let out: ImageOutput
+            do {
+                out = output == "-" ? ImageOutput(streamingTo: 1) : try ImageOutput(path: output)
+            } catch {
+                throw CaptureError(.output, "cannot create the image", pid: pid, cause: error.description)
+            }
+            let summary = try Checkpointer.checkpoint(pid: pid, to: out, options: options)
+            ProgressBar.clear()
+            for warning in summary.warnings { FileHandle.standardError.write(Data("ccpm: warning: \(warning)\n".utf8)) }
+            FileHandle.standardError.write(Data((Summary.line(summary, output: output) + "\n").utf8))
+        } catch let error as CaptureError {
+            ProgressBar.clear()
+            FileHandle.standardError.write(Data("ccpm: error: \(error)\n".utf8))
+            throw ExitCode(error.code.exitStatus)
+        }
+    }
+}
+
+enum Summary {
+    static func line(_ s: CheckpointSummary, output: String) -> String {
+        let pages = s.image.pages
+        let stored = pages[.stored] ?? 0, zero = pages[.zero] ?? 0, dedup = pages[.dedup] ?? 0, inherited = pages[.inherited] ?? 0
+        let ratio = s.image.storedFrameBytes == 0 ? 0 : Double(s.image.storedRawBytes) / Double(s.image.storedFrameBytes)
+        let freeze = Double(s.freezeNanoseconds) / 1e6, total = Double(s.totalNanoseconds) / 1e6
+        return "ccpm: pid \(s.pid) (\(s.threads) thread\(s.threads == 1 ? "" : "s")) -> \(output): "
+            + "\(stored) stored, \(zero) zero, \(dedup) dedup, \(inherited) inherited pages; "
+            + "\(s.image.fileBytes) bytes, ratio \(String(format: "%.2f", ratio)); "
+            + "freeze \(String(format: "%.1f", freeze)) ms, total \(String(format: "%.1f", total)) ms; "
+            + "tracking \(s.trackingMode); process \(s.leftRunning ? "left running" : "killed")"
+    }
+}
+
+/// A one-line progress bar on standard error, shown only on a terminal.
+enum ProgressBar {
+    nonisolated(unsafe) static var last = -1
+
+    @Sendable static func show(done: UInt64, total: UInt64) {
+        guard total >= 64 << 20 else { return }
+        let percent = Int(done * 100 / max(total, 1))
+        guard percent != last else { return }
+        last = percent
+        let width = 30
+        let filled = width * percent / 100
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write(Data("\r[\(bar)] \(percent)% of \(total >> 20) MiB".utf8))
+    }
+
+    static func clear() {
+        if last >= 0 { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+        last = -1
+    }
+}

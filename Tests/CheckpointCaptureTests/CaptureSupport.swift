@@ -1,0 +1,175 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Helpers for end-to-end capture tests on real processes built from fixtures/programs.
+enum CaptureSupport {
+    static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let lock = NSLock()
+    static let spawnLock = NSLock()
+    nonisolated(unsafe) static var built: [String: String] = [:]
+    static let buildDirectory: String = {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-capture-programs-\(getpid())").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }()
+
+    /// Compiles fixtures/programs/NAME.c once per test run with the system C compiler.
+    static func program(_ name: String) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        if let path = built[name] { return path }
+        let output = "\(buildDirectory)/\(name)"
+        let result = try run("/usr/bin/env", ["cc", "-O1", "-g", "-pthread", "-Wall", "-o", output,
+                                              repoRoot.appendingPathComponent("fixtures/programs/\(name).c").path])
+        guard result.status == 0 else { throw TestFailure("cc \(name).c failed: \(result.stderr)") }
+        built[name] = output
+        return output
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    /// Runs a command to completion with posix_spawn, output to temporary
+    /// files, reaped by its own pid — not Foundation's Process, whose SIGCHLD
+    /// bookkeeping does not mix with a test process that also uses ptrace.
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String]) throws -> Result {
+        let pid = try spawn(executable, arguments, stdout: nil, stderr: nil)
+        return try wait(pid)
+    }
+
+    final class Spawned {
+        let pid: pid_t
+        let out: String
+        let err: String
+        init(pid: pid_t, out: String, err: String) { self.pid = pid; self.out = out; self.err = err }
+    }
+
+    nonisolated(unsafe) static var spawned: [pid_t: Spawned] = [:]
+
+    /// Starts a command; its output goes to temporary files read by ``wait(_:)``.
+    static func spawn(_ executable: String, _ arguments: [String], stdout: String?, stderr: String?) throws -> pid_t {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("cc-run-\(UUID().uuidString)").path
+        let out = stdout ?? base + ".out", err = stderr ?? base + ".err"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        // A clean signal state: test-runner threads block signals, and a child inherits that mask.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw TestFailure("posix_spawn \(executable): \(String(cString: strerror(rc)))") }
+        spawnLock.lock()
+        spawned[pid] = Spawned(pid: pid, out: out, err: err)
+        spawnLock.unlock()
+        return pid
+    }
+
+    /// Waits for a spawned command and collects its output.
+    static func wait(_ pid: pid_t) throws -> Result {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw TestFailure("waitpid \(pid): \(String(cString: strerror(errno)))") }
+        }
+        spawnLock.lock()
+        let s = spawned.removeValue(forKey: pid)
+        spawnLock.unlock()
+        let out = s.flatMap { try? String(contentsOfFile: $0.out, encoding: .utf8) } ?? ""
+        let err = s.flatMap { try? String(contentsOfFile: $0.err, encoding: .utf8) } ?? ""
+        if let s { unlink(s.out); unlink(s.err) }
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: code, stdout: out, stderr: err)
+    }
+
+    /// A built tool (ccpm, ccimg) beside the test bundle.
+    static func tool(_ name: String) -> String {
+        var candidates: [URL] = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
+        candidates.append(Bundle.main.bundleURL)
+        for dir in candidates {
+            let path = dir.appendingPathComponent(name).path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return candidates[0].appendingPathComponent(name).path
+    }
+
+    /// A program started detached (not our child: its parent is gone), its output in a file.
+    final class Target {
+        let pid: Int32
+        let outputPath: String
+        let ready: [String]
+
+        init(_ program: String, _ arguments: [String], in directory: String, readyPrefix: String = "READY") throws {
+            outputPath = "\(directory)/target-\(UUID().uuidString).out"
+            let quoted = ([program] + arguments).map { "'\($0)'" }.joined(separator: " ")
+            let r = try CaptureSupport.run("/bin/sh", ["-c", "\(quoted) > '\(outputPath)' 2>&1 < /dev/null & echo $!"])
+            guard let pid = Int32(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestFailure("no pid from sh: \(r.stdout)") }
+            self.pid = pid
+            var line: [String]? = nil
+            for _ in 0..<500 {
+                if let text = try? String(contentsOfFile: outputPath, encoding: .utf8),
+                   let l = text.split(separator: "\n").first(where: { $0.hasPrefix(readyPrefix) }) {
+                    line = l.split(separator: " ").map(String.init)
+                    break
+                }
+                usleep(10_000)
+            }
+            guard let line else { throw TestFailure("\(program) never printed \(readyPrefix)") }
+            ready = line
+        }
+
+        var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+        /// The /proc state letter, or nil when the process is gone (or a zombie).
+        var state: Character? {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = text.lastIndex(of: ")") else { return nil }
+            let c = text[text.index(close, offsetBy: 2)]
+            return c == "Z" || c == "X" ? nil : c
+        }
+
+        /// Waits until the output holds `text`, up to `seconds`.
+        func waitFor(_ text: String, seconds: Double = 20) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if output.contains(text) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+
+        func kill() { _ = Glibc.kill(pid, SIGKILL) }
+        deinit { kill() }
+    }
+
+    static func temporaryDirectory() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-capture-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Files in `directory` (hidden ones included).
+    static func files(in directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+    }
+}

@@ -1,0 +1,102 @@
+import CheckpointCapture
+import CheckpointImage
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every failure leaves the target running as it was and nothing at the
+/// output path, with a one-line error and its own exit status (issue #3).
+@Suite(.serialized)
+struct FailureTests {
+    let ccpm = CaptureSupport.tool("ccpm")
+
+    func expectUnharmed(_ target: CaptureSupport.Target, _ output: String) {
+        usleep(30_000)
+        let state = target.state
+        #expect(state != nil && state != "t" && state != "T", "target must run on, state \(String(describing: state))")
+        #expect(!FileManager.default.fileExists(atPath: output), "nothing at \(output)")
+        #expect(!(try? String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8))!.contains("TracerPid:\t\(getpid())"))
+    }
+
+    @Test func badPID() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CaptureSupport.run(ccpm, ["checkpoint", "999999", "-o", "\(dir)/x.ccimg"])
+        #expect(r.status == 3)
+        #expect(r.stderr.contains("no such process") && r.stderr.split(separator: "\n").count == 1)
+        #expect(CaptureSupport.files(in: dir).isEmpty)
+    }
+
+    @Test func unwritablePath() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let target = try CaptureSupport.Target(try CaptureSupport.program("state"), ["400", "\(dir)/f.txt"], in: dir)
+        let output = "\(dir)/no/such/dir/x.ccimg"
+        let r = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", output])
+        #expect(r.status == 5, "\(r.stderr)")
+        expectUnharmed(target, output)
+    }
+
+    @Test func damagedParent() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let target = try CaptureSupport.Target(try CaptureSupport.program("state"), ["400", "\(dir)/f.txt"], in: dir)
+        let parent = "\(dir)/parent.ccimg"
+        #expect(try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", parent, "--leave-running"]).status == 0)
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: parent)))
+        bytes[bytes.count / 2] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: parent))
+        let output = "\(dir)/child.ccimg"
+        let r = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", output, "--parent", parent, "--leave-running"])
+        #expect(r.status == 6, "\(r.stderr)")
+        expectUnharmed(target, output)
+    }
+
+    @Test func noPermission() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o777)
+        let target = try CaptureSupport.Target(try CaptureSupport.program("state"), ["400", "\(dir)/f.txt"], in: dir)
+        let output = "\(dir)/x.ccimg"
+        // An unprivileged user may not trace root's process.
+        let r = try CaptureSupport.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", ccpm, "checkpoint", "\(target.pid)", "-o", output])
+        #expect(r.status == 4, "\(r.stderr)")
+        expectUnharmed(target, output)
+    }
+
+    @Test func fullDisk() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer {
+            _ = try? CaptureSupport.run("/bin/umount", ["\(dir)/small"])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        try FileManager.default.createDirectory(atPath: "\(dir)/small", withIntermediateDirectories: true)
+        let mount = try CaptureSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", "\(dir)/small"])
+        try #require(mount.status == 0, "tmpfs mount needs root: \(mount.stderr)")
+        let target = try CaptureSupport.Target(try CaptureSupport.program("state"), ["400", "\(dir)/f.txt"], in: dir)
+        let output = "\(dir)/small/x.ccimg"
+        let r = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", output])
+        #expect(r.status == 5, "\(r.stderr)")
+        #expect(r.stderr.contains("disk is full"))
+        expectUnharmed(target, output)
+        #expect(CaptureSupport.files(in: "\(dir)/small").isEmpty, "no temporary file left either")
+    }
+
+    @Test func killNineOfCcpmMidCapture() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let target = try CaptureSupport.Target(try CaptureSupport.program("dirty"), ["512"], in: dir)
+        for delay in [20_000, 60_000, 150_000] as [useconds_t] {
+            let output = "\(dir)/k\(delay).ccimg"
+            let p = try CaptureSupport.spawn(ccpm, ["checkpoint", "\(target.pid)", "-o", output], stdout: nil, stderr: nil)
+            usleep(delay)
+            kill(p, SIGKILL)
+            _ = try CaptureSupport.wait(p)
+            expectUnharmed(target, output)
+        }
+        kill(target.pid, SIGUSR1)
+        #expect(target.waitFor("TOUCHED 1"), "the target still works")
+    }
+}
