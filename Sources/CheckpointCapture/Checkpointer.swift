@@ -13,6 +13,9 @@ public struct CheckpointOptions: Sendable {
     public var leaveRunning = false
     /// Write an incremental image against this parent (§8).
     public var parentPath: String?
+    /// Start kernel dirty-page tracking (userfaultfd write-protect, async) so a
+    /// later `--parent` checkpoint reads only written pages. Implies leaveRunning.
+    public var track = false
     /// Where else to look for the parent's own parents.
     public var storeDirectories: [String] = []
     /// Called with bytes of memory read so far and the total to read.
@@ -90,6 +93,12 @@ public enum Checkpointer {
             throw CaptureError.from(error, pid: pid)
         }
 
+        // Kernel tracking applies when the parent is the last tracked image of this very process.
+        var note = DirtyTracking.Note.load(pid: pid)
+        if let n = note, !(n.isLive(pid: pid) && parent.map({ $0.top.header.uuid.description == n.imageUUID }) == true) { note = nil }
+        if parent == nil { note = nil }
+        let mode = parent == nil ? "full" : note != nil ? "uffd-wp" : "hash-compare"
+
         // Freeze.
         var traced = try TracedProcess(seizing: pid)
         let frozenAt = now()
@@ -129,7 +138,7 @@ public enum Checkpointer {
             try writer.addSection(.signals, injected.signals)
             if let console = handles.console() { try writer.addSection(.console, console) }
             var metadata = Ccimg_V1_Metadata()
-            metadata.entries = [("tracking-mode", parent == nil ? "full" : "hash-compare"),
+            metadata.entries = [("tracking-mode", mode),
                                 ("captured-by", "ccpm checkpoint")].map { key, value in
                 var e = Ccimg_V1_MetadataEntry()
                 e.key = key
@@ -140,16 +149,40 @@ public enum Checkpointer {
 
             let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
             let progress = options.progress
-            let read = try memory.writePages(regions, to: writer, progress: progress.map { p in { p($0, total) } })
+            var untracked: [(UInt64, UInt64)] = []
+            let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+            defer { if pagemap >= 0 { close(pagemap) } }
+            let written: ((MemoryCapture.Region) throws -> [Range<UInt64>]?)? = note == nil ? nil : { region in
+                guard DirtyTracking.isTrackable(region) else { return nil }
+                let pages = try DirtyTracking.writtenPages(pagemap: pagemap, start: region.vma.start, end: region.vma.end)
+                if pages == nil { untracked.append((region.vma.start, region.vma.end - region.vma.start)) }
+                return pages
+            }
+            let read = try memory.writePages(regions, to: writer, parent: parent, written: written,
+                                             progress: progress.map { p in { p($0, total) } })
+            // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
+            var newNote: DirtyTracking.Note? = nil
+            if options.track {
+                if let note {
+                    try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: untracked)
+                    newNote = note
+                } else {
+                    newNote = try DirtyTracking.start(pid: pid, pidfd: pidfd, stopped: traced.threads, regions: regions)
+                }
+            }
             let image = try writer.finish()
+            if var newNote {
+                newNote.imageUUID = image.uuid.description
+                try newNote.save(pid: pid)
+            }
 
             // The image is safe: now the process may go on, or go away.
             let threadCount = traced.threads.count
-            if options.leaveRunning { traced.detach() } else { traced.kill() }
+            if options.leaveRunning || options.track { traced.detach() } else { traced.kill() }
             let thawedAt = now()
             return CheckpointSummary(pid: pid, threads: threadCount, image: image, memoryRead: read,
                                      freezeNanoseconds: thawedAt - frozenAt, totalNanoseconds: thawedAt - start,
-                                     trackingMode: parent == nil ? "full" : "hash-compare", leftRunning: options.leaveRunning,
+                                     trackingMode: mode, leftRunning: options.leaveRunning || options.track,
                                      warnings: warnings)
         } catch let error as CaptureError {
             throw error

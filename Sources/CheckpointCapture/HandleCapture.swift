@@ -115,6 +115,8 @@ struct HandleCapture {
             }
         } else if link == "anon_inode:inotify" || link == "anon_inode:[inotify]" {
             h.type = .inotify
+        } else if link == "anon_inode:[userfaultfd]" {
+            h.type = .other     // ccpm's own dirty-page tracker (--track), or the program's
         } else if link.hasPrefix("/memfd:") {
             h.type = .memfd
             h.deleted = true

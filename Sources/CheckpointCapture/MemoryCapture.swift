@@ -111,7 +111,13 @@ struct MemoryCapture {
     static let filePage: UInt64 = 1 << 61
 
     /// Writes every region's pages to `writer`. Returns bytes read from the process.
-    func writePages(_ regions: [Region], to writer: ImageWriter, progress: ((UInt64) -> Void)? = nil) throws -> UInt64 {
+    ///
+    /// With `written` (kernel dirty tracking), a region it answers for is read
+    /// only where pages were written; the rest is inherited from `parent`
+    /// wherever the parent maps it. Regions it returns nil for are read whole.
+    func writePages(_ regions: [Region], to writer: ImageWriter, parent: ImageChain? = nil,
+                    written: ((Region) throws -> [Range<UInt64>]?)? = nil,
+                    progress: ((UInt64) -> Void)? = nil) throws -> UInt64 {
         let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
         guard pagemap >= 0 else { throw SystemCallError("open(/proc/\(pid)/pagemap)", errno: errno) }
         defer { close(pagemap) }
@@ -130,6 +136,13 @@ struct MemoryCapture {
                 writer.appendNotPopulated(count: pages)
                 continue
             }
+            // Which pages the kernel saw written, when it tracks this region.
+            var writtenMask: [Bool]? = nil
+            if let written, parent != nil, let ranges = try written(region) {
+                var mask = [Bool](repeating: false, count: Int(pages))
+                for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
+                writtenMask = mask
+            }
             var page: UInt64 = 0
             while page < pages {
                 let count = Int(min(UInt64(chunkPages), pages - page))
@@ -137,15 +150,23 @@ struct MemoryCapture {
                 let want = count * 8
                 let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, want, off_t(start / pageSize * 8)) }
                 guard got == want else { throw SystemCallError("pread(/proc/\(pid)/pagemap)", errno: got < 0 ? errno : EIO) }
-                // Runs of pages to store / not to store.
+                // Each page is read, skipped (not populated) or inherited; runs of the same go together.
+                func action(_ i: Int) -> PageAction {
+                    if let mask = writtenMask, !mask[Int(page) + i],
+                       parent?.top.vmaIndex(containing: start + UInt64(i) * pageSize) != nil {
+                        return .inherit
+                    }
+                    return shouldStore(entries[i], region) ? .read : .skip
+                }
                 var i = 0
                 while i < count {
-                    let stored = shouldStore(entries[i], region)
+                    let kind = action(i)
                     var j = i + 1
-                    while j < count && shouldStore(entries[j], region) == stored { j += 1 }
+                    while j < count && action(j) == kind { j += 1 }
                     let runStart = start + UInt64(i) * pageSize
                     let runBytes = (j - i) * Int(pageSize)
-                    if stored {
+                    switch kind {
+                    case .read:
                         try buffer.withUnsafeMutableBytes { raw in
                             let dest = UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes])
                             try readMemory(into: dest, at: runStart, mem: mem)
@@ -153,8 +174,10 @@ struct MemoryCapture {
                         }
                         total += UInt64(runBytes)
                         progress?(total)
-                    } else {
+                    case .skip:
                         writer.appendNotPopulated(count: UInt64(j - i))
+                    case .inherit:
+                        writer.appendInherited(count: UInt64(j - i))
                     }
                     i = j
                 }
@@ -163,6 +186,8 @@ struct MemoryCapture {
         }
         return total
     }
+
+    enum PageAction { case read, skip, inherit }
 
     private func shouldStore(_ entry: UInt64, _ region: Region) -> Bool {
         guard entry & (MemoryCapture.present | MemoryCapture.swapped) != 0 else { return false }

@@ -187,6 +187,18 @@ public final class ImageWriter {
         advance(count)
     }
 
+    /// Records the next `count` pages of the current VMA as unchanged since the
+    /// parent (§8): a caller that knows which pages were written (kernel dirty
+    /// tracking) skips reading the rest. Needs a parent image.
+    public func appendInherited(count: UInt64) {
+        precondition(parent != nil, "inherited pages need a parent image")
+        precondition(inVma && count <= currentPagesLeft, "more pages than the VMA holds")
+        guard count > 0 else { return }
+        currentRuns.append(.inherited, count: count)
+        stateCounts[.inherited, default: 0] += count
+        advance(count)
+    }
+
     /// Records the next `count` pages of the current VMA as all-zero.
     public func appendZero(count: UInt64) {
         precondition(inVma && count <= currentPagesLeft, "more pages than the VMA holds")

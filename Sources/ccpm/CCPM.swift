@@ -27,12 +27,15 @@ struct Checkpoint: ParsableCommand {
     @Flag(help: "Keep the process running after the image is written (default: it is killed once the image is safe).")
     var leaveRunning = false
     @Option(help: "Write an incremental image against this parent image.") var parent: String?
+    @Flag(help: "Start kernel dirty-page tracking (userfaultfd write-protect) for later --parent checkpoints; implies --leave-running.")
+    var track = false
     @Option(help: ArgumentHelp("Directory to search for parent images by UUID (repeatable).", valueName: "DIR")) var store: [String] = []
 
     func run() throws {
         var options = CheckpointOptions()
         options.leaveRunning = leaveRunning
         options.parentPath = parent
+        options.track = track
         options.storeDirectories = store
         if isatty(2) != 0 { options.progress = ProgressBar.show }
         do {

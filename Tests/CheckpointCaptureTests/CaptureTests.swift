@@ -114,19 +114,28 @@ struct CaptureTests {
         #expect(ImageVerifier.verify(path: "\(dir)/m.ccimg", deep: true).isValid)
     }
 
-    @Test func incrementalImageStoresOnlyTheTouchedPages() throws {
+    @Test(arguments: [false, true])
+    func incrementalImageStoresOnlyTheTouchedPages(kernelTracking: Bool) throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let target = try CaptureSupport.Target(try CaptureSupport.program("dirty"), ["256"], in: dir)
         let buffer = UInt64(target.ready[2].dropFirst(2), radix: 16)!
+        let touched = (0..<65536).filter { $0 % 100 == 0 }.count    // 656 pages, 1%
         var options = CheckpointOptions()
         options.leaveRunning = true
+        options.track = kernelTracking
         let full = try Checkpointer.checkpoint(pid: target.pid, to: try ImageOutput(path: "\(dir)/full.ccimg"), options: options)
+        #expect(full.trackingMode == "full")
         kill(target.pid, SIGUSR1)
         #expect(target.waitFor("TOUCHED 1"))
         options.parentPath = "\(dir)/full.ccimg"
         let increment = try Checkpointer.checkpoint(pid: target.pid, to: try ImageOutput(path: "\(dir)/inc.ccimg"), options: options)
-        let touched = (0..<65536).filter { $0 % 100 == 0 }.count    // 656 pages, 1%
+        #expect(increment.trackingMode == (kernelTracking ? "uffd-wp" : "hash-compare"))
+        if kernelTracking {
+            // Only the written pages were read: the rest is inherited without reading.
+            #expect(increment.memoryRead < UInt64(touched + 200) * 4096)
+            #expect((increment.image.pages[.inherited] ?? 0) > 64000)
+        }
         let storedFull = full.image.pages[.stored] ?? 0
         let storedIncrement = increment.image.pages[.stored] ?? 0
         #expect(storedFull >= 65536)

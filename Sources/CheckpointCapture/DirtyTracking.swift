@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointImage
+import Foundation
+
+/// Kernel-tracked dirty pages for incremental images (issue #3): a
+/// userfaultfd in write-protect *async* mode (UFFD_FEATURE_WP_ASYNC) makes the
+/// kernel note every write without stopping the writer, and PAGEMAP_SCAN on
+/// /proc/PID/pagemap lists the written pages and protects them again in one
+/// call. The userfaultfd is created inside the target by an injected
+/// userfaultfd(2) and stays open there — the one descriptor `--track` leaves
+/// behind, by design; ccpm keeps a note of it in a state file.
+///
+/// Soft-dirty bits are not used: on this kernel clear_refs is accepted but
+/// the bit never sets (see shared/notes/anchors.md).
+enum DirtyTracking {
+    /// Where tracking notes live: /run/ccpm, or the temporary directory.
+    static var stateDirectory: String {
+        let run = "/run/ccpm"
+        if mkdir(run, 0o700) == 0 || errno == EEXIST, access(run, W_OK) == 0 { return run }
+        return ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+    }
+
+    /// The note for one process incarnation (pid and start time, so a reused PID never matches).
+    struct Note: Equatable {
+        var uffdDescriptor: Int32
+        var uffdInode: UInt64
+        var imageUUID: String
+
+        static func path(pid: Int32) -> String? {
+            guard let stat = try? ProcFS.read("/proc/\(pid)/stat"), let fields = ProcFS.parseStat(stat)?.fields, fields.count > 22 else { return nil }
+            return "\(DirtyTracking.stateDirectory)/track-\(pid)-\(fields[22]).txt"
+        }
+
+        static func load(pid: Int32) -> Note? {
+            guard let path = path(pid: pid), let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+            var values: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+                if parts.count == 2 { values[parts[0]] = parts[1] }
+            }
+            guard let fd = Int32(values["uffd-fd"] ?? ""), let inode = UInt64(values["uffd-inode"] ?? ""), let uuid = values["image"] else { return nil }
+            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid)
+        }
+
+        func save(pid: Int32) throws {
+            guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
+            try "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        }
+
+        /// Whether the target still holds this userfaultfd.
+        func isLive(pid: Int32) -> Bool {
+            guard (try? ProcFS.readLink("/proc/\(pid)/fd/\(uffdDescriptor)")) == "anon_inode:[userfaultfd]" else { return false }
+            var st = stat()
+            return stat("/proc/\(pid)/fd/\(uffdDescriptor)", &st) == 0 && UInt64(st.st_ino) == uffdInode
+        }
+    }
+
+    /// VMAs worth tracking: private, writable, ordinary memory.
+    static func isTrackable(_ region: MemoryCapture.Region) -> Bool {
+        !region.skip && !region.vma.shared && region.vma.prot & 2 != 0 && region.vma.role != .vdso
+    }
+
+    /// Creates a userfaultfd in the target and write-protects every trackable VMA.
+    static func start(pid: Int32, pidfd: Int32, stopped: [TracedProcess.StoppedThread],
+                      regions: [MemoryCapture.Region]) throws -> Note {
+        guard let thread = stopped.first(where: { !$0.groupStopped }), var injector = SyscallInjector(pid: pid, tid: thread.tid) else {
+            throw CaptureError(.unsupported, "cannot start tracking: the process is stopped by a signal", pid: pid)
+        }
+        // userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)
+        let fd = try injector.call(X86Syscall.userfaultfd, [UInt64(O_CLOEXEC | O_NONBLOCK | 1)])
+        try injector.finish()
+        guard fd >= 0 else { throw SystemCallError("userfaultfd (injected)", errno: Int32(-fd)) }
+        let ours = Int32(try kernelCall("pidfd_getfd(userfaultfd)", cc_pidfd_getfd(pidfd, Int32(fd))))
+        defer { close(ours) }
+        var granted: UInt64 = 0
+        try kernelCall("ioctl(UFFDIO_API, WP_ASYNC)", cc_uffdio_api(ours, CC_UFFD_FEATURE_WP_ASYNC | CC_UFFD_FEATURE_WP_UNPOPULATED, &granted))
+        for region in regions where isTrackable(region) {
+            try protect(ours, region.vma.start, region.vma.end - region.vma.start)
+        }
+        var st = stat()
+        fstat(ours, &st)
+        return Note(uffdDescriptor: Int32(fd), uffdInode: UInt64(st.st_ino), imageUUID: "")
+    }
+
+    static func protect(_ uffd: Int32, _ start: UInt64, _ length: UInt64) throws(SystemCallError) {
+        try kernelCall("ioctl(UFFDIO_REGISTER, MODE_WP)", cc_uffdio_register_wp(uffd, start, length))
+        try kernelCall("ioctl(UFFDIO_WRITEPROTECT)", cc_uffdio_writeprotect(uffd, start, length, 1))
+    }
+
+    /// Registers VMAs that appeared since tracking began (their scan said EPERM).
+    static func protectNew(pid: Int32, pidfd: Int32, note: Note, ranges: [(UInt64, UInt64)]) throws {
+        guard !ranges.isEmpty else { return }
+        let ours = Int32(try kernelCall("pidfd_getfd(userfaultfd)", cc_pidfd_getfd(pidfd, note.uffdDescriptor)))
+        defer { close(ours) }
+        for (start, length) in ranges { try protect(ours, start, length) }
+    }
+
+    /// PAGEMAP_SCAN with PM_SCAN_WP_MATCHING: the pages of [start, end) written
+    /// since they were last protected, as page indices relative to `start`;
+    /// protects them again. Nil when the range is not tracked (EPERM).
+    static func writtenPages(pagemap: Int32, start: UInt64, end: UInt64) throws(SystemCallError) -> [Range<UInt64>]? {
+        var result: [Range<UInt64>] = []
+        var regions = [cc_page_region](repeating: cc_page_region(), count: 512)
+        var cursor = start
+        while cursor < end {
+            var arg = cc_pm_scan_arg()
+            arg.size = UInt64(MemoryLayout<cc_pm_scan_arg>.size)
+            arg.flags = CC_PM_SCAN_WP_MATCHING | CC_PM_SCAN_CHECK_WPASYNC
+            arg.start = cursor
+            arg.end = end
+            arg.category_mask = CC_PAGE_IS_WRITTEN
+            arg.return_mask = CC_PAGE_IS_WRITTEN
+            arg.vec_len = UInt64(regions.count)
+            let n = regions.withUnsafeMutableBufferPointer { buffer -> Int in
+                arg.vec = UInt64(UInt(bitPattern: buffer.baseAddress))
+                return cc_pagemap_scan(pagemap, &arg)
+            }
+            if n == -Int(EPERM) { return nil }
+            try kernelCall("ioctl(PAGEMAP_SCAN)", n)
+            for region in regions.prefix(n) {
+                result.append(((region.start - start) / 4096)..<((region.end - start) / 4096))
+            }
+            guard arg.walk_end > cursor else { break }
+            cursor = arg.walk_end
+        }
+        return result
+    }
+}
