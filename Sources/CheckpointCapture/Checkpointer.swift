@@ -52,6 +52,12 @@ public enum Checkpointer {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
+    /// With CCPM_PHASES set, prints how long each phase took (for tuning).
+    static let tracePhases = ProcessInfo.processInfo.environment["CCPM_PHASES"] != nil
+    static func phase(_ name: String, since start: UInt64) {
+        if tracePhases { FileHandle.standardError.write(Data("ccpm: phase \(name) at \(String(format: "%.2f", Double(now() - start) / 1e6)) ms\n".utf8)) }
+    }
+
     /// Checkpoints `pid` into `output`. On any failure the process is left
     /// running as it was (detached, nothing injected) and nothing appears at
     /// a file output's path.
@@ -100,15 +106,20 @@ public enum Checkpointer {
         let mode = parent == nil ? "full" : note != nil ? "uffd-wp" : "hash-compare"
 
         // Freeze.
+        phase("prepared", since: start)
         var traced = try TracedProcess(seizing: pid)
         let frozenAt = now()
+        phase("seized", since: start)
         var warnings: [String] = []
         do {
             // Injected reads first: they resume and re-stop the threads they use.
             let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads)
             warnings += injected.warnings
             traced.noteIntercepted(injected.interceptedSignals)
-            let process = try ProcessCapture.capture(pid: pid)
+            phase("injected", since: start)
+            var process = try ProcessCapture.capture(pid: pid)
+            phase("process", since: start)
+            if let brk = injected.brk { process.mm.brk = brk }
             var threads = Ccimg_V1_ThreadList()
             var stackPointers: [Int32: UInt64] = [:]
             for thread in traced.threads {
@@ -118,13 +129,16 @@ public enum Checkpointer {
                 threads.threads.append(state)
                 stackPointers[thread.tid] = state.generalRegisters.withUnsafeBytes { $0.load(fromByteOffset: 19 * 8, as: UInt64.self) }
             }
+            phase("threads", since: start)
             var handles = HandleCapture(pid: pid, pidfd: pidfd)
             try handles.captureAll()
             warnings += handles.warnings
             handles.sync.intervalTimers = injected.intervalTimers
             handles.sync.posixTimers = injected.posixTimers
             var memory = MemoryCapture(pid: pid)
+            phase("handles", since: start)
             let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
+            phase("regions", since: start)
 
             try writer.addSection(.process, process)
             try writer.addSection(.threads, threads)
@@ -160,6 +174,7 @@ public enum Checkpointer {
             }
             let read = try memory.writePages(regions, to: writer, parent: parent, written: written,
                                              progress: progress.map { p in { p($0, total) } })
+            phase("memory", since: start)
             // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
             var newNote: DirtyTracking.Note? = nil
             if options.track {
@@ -170,20 +185,30 @@ public enum Checkpointer {
                     newNote = try DirtyTracking.start(pid: pid, pidfd: pidfd, stopped: traced.threads, regions: regions)
                 }
             }
+            // A process that lives on is thawed as soon as its state is read: every page is
+            // already copied into the writer, and a failure from here on leaves it running as
+            // it was. A migrating process stays frozen until its image is safely on disk.
+            let threadCount = traced.threads.count
+            let keep = options.leaveRunning || options.track
+            var thawedAt: UInt64? = nil
+            if keep {
+                traced.detach()
+                thawedAt = now()
+            }
             let image = try writer.finish()
+            phase("finished", since: start)
             if var newNote {
                 newNote.imageUUID = image.uuid.description
                 try newNote.save(pid: pid)
             }
-
-            // The image is safe: now the process may go on, or go away.
-            let threadCount = traced.threads.count
-            if options.leaveRunning || options.track { traced.detach() } else { traced.kill() }
-            let thawedAt = now()
+            if !keep {
+                traced.kill()
+                thawedAt = now()
+            }
+            let end = now()
             return CheckpointSummary(pid: pid, threads: threadCount, image: image, memoryRead: read,
-                                     freezeNanoseconds: thawedAt - frozenAt, totalNanoseconds: thawedAt - start,
-                                     trackingMode: mode, leftRunning: options.leaveRunning || options.track,
-                                     warnings: warnings)
+                                     freezeNanoseconds: thawedAt! - frozenAt, totalNanoseconds: end - start,
+                                     trackingMode: mode, leftRunning: keep, warnings: warnings)
         } catch let error as CaptureError {
             throw error
         } catch let error as SystemCallError {

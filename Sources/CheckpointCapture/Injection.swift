@@ -108,6 +108,7 @@ struct SyscallInjector {
 enum X86Syscall {
     static let mmap = 9
     static let munmap = 11
+    static let brk = 12
     static let rtSigaction = 13
     static let getitimer = 36
     static let sigaltstack = 131

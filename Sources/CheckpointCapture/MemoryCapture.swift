@@ -126,7 +126,10 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        var buffer = [UInt8](repeating: 0, count: chunkPages * Int(pageSize))
+        // Read into one reused buffer, as large as the largest region needs (at most 16 MiB), not zero-filled.
+        let largest = regions.filter { !$0.skip }.map { $0.vma.end - $0.vma.start }.max() ?? 0
+        let bufferBytes = Int(min(UInt64(chunkPages) * pageSize, largest))
+        var buffer = [UInt8](unsafeUninitializedCapacity: max(bufferBytes, Int(pageSize))) { _, n in n = max(bufferBytes, Int(pageSize)) }
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {

@@ -5,7 +5,7 @@ import Foundation
 /// State only the process itself can ask the kernel for, read by injected
 /// system calls (``SyscallInjector``): signal dispositions (rt_sigaction),
 /// each thread's alternate stack (sigaltstack) and clear-child-tid address
-/// (prctl PR_GET_TID_ADDRESS), interval timers (getitimer) and POSIX timers
+/// (prctl PR_GET_TID_ADDRESS), the program break (brk(0)), interval timers (getitimer) and POSIX timers
 /// (timer_gettime, with /proc/PID/timers naming them).
 enum InjectedCapture {
     struct Result {
@@ -15,6 +15,8 @@ enum InjectedCapture {
         var warnings: [String] = []
         var interceptedSignals: [Int32: [Int32]] = [:]
         var altStacks: [Int32: Ccimg_V1_AltStack] = [:]
+        /// The program break, from brk(0); nil when it could not be asked.
+        var brk: UInt64?
         var tidAddresses: [Int32: UInt64] = [:]
     }
 
@@ -40,6 +42,8 @@ enum InjectedCapture {
             result.warnings.append("the process is stopped by a signal: handler addresses, alternate stacks and timers are not captured")
             return result
         }
+        let currentBreak = try injector.call(X86Syscall.brk, [0])
+        if currentBreak > 0 { result.brk = UInt64(currentBreak) }
         try injector.withScratchPage { injector, scratch in
             for i in result.signals.actions.indices {
                 let signo = result.signals.actions[i].signo

@@ -6,14 +6,13 @@ enum Zstd {
     /// in the frame header and no zstd checksum (the block checksum covers it).
     static func compress(_ input: UnsafeRawBufferPointer, level: Int32) -> [UInt8] {
         let bound = ZSTD_compressBound(input.count)
-        var output = [UInt8](repeating: 0, count: bound)
-        let written = output.withUnsafeMutableBytes { out -> Int in
-            ZSTD_compress(out.baseAddress, bound, input.baseAddress, input.count, level)
+        // The output is written by zstd before it is read: no need to zero it first.
+        return [UInt8](unsafeUninitializedCapacity: bound) { out, count in
+            let written = ZSTD_compress(out.baseAddress, bound, input.baseAddress, input.count, level)
+            // ZSTD_compress only fails on a too-small buffer or a bad level: programmer errors.
+            precondition(ZSTD_isError(written) == 0, "ZSTD_compress: \(String(cString: ZSTD_getErrorName(written)))")
+            count = written
         }
-        // ZSTD_compress only fails on a too-small buffer or a bad level: programmer errors.
-        precondition(ZSTD_isError(written) == 0, "ZSTD_compress: \(String(cString: ZSTD_getErrorName(written)))")
-        output.removeSubrange(written...)
-        return output
     }
 
     /// Decompresses one zstd frame whose content must be exactly `expected`

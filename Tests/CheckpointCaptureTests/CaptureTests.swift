@@ -69,8 +69,19 @@ struct CaptureTests {
         #expect(reader.memoryMap.contains { $0.role == .vdso })
         #expect(ImageVerifier.verify(path: image, deep: true).isValid)
 
-        // The CLI agrees: verify --deep and extract the marker.
+        #expect(process.mm.brk >= process.mm.startBrk && process.mm.startBrk != 0)
+
+        // The CLI agrees: dump --json, verify --deep, and extract the marker.
         let ccimg = CaptureSupport.tool("ccimg")
+        let dump = try CaptureSupport.run(ccimg, ["dump", "--json", image])
+        #expect(dump.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any]
+        #expect(json?["schema"] as? String == "ccimg.dump/1")
+        #expect((json?["process"] as? [String: Any])?["pid"] as? Int == Int(target.pid))
+        #expect(((json?["threads"] as? [String: Any])?["threads"] as? [Any])?.count == 5)
+        let vmas = ((json?["memory"] as? [String: Any])?["vmas"] as? [[String: Any]]) ?? []
+        #expect(vmas.contains { $0["role"] as? String == "elf-data" && $0["object"] as? String == program })
+        #expect(vmas.contains { $0["role"] as? String == "heap" })
         #expect(try CaptureSupport.run(ccimg, ["verify", "--deep", image]).status == 0)
         let extracted = "\(dir)/marker.bin"
         let r = try CaptureSupport.run(ccimg, ["extract", image, "--memory", "0x\(String(markerAddress, radix: 16))+\(marker.count)", "-o", extracted])
