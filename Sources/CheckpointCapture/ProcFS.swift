@@ -3,30 +3,12 @@ import Foundation
 /// Reading /proc/PID (proc(5)). Every parser takes text and returns values,
 /// so it can be tested on samples; `ProcFS.read` fetches the text.
 enum ProcFS {
-    /// Reads a whole /proc file. Nil when it does not exist (the process or thread is gone).
+    /// Reads a whole /proc file as text.
     static func read(_ path: String) throws(SystemCallError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemCallError("open(\(path))", errno: errno) }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemCallError("read(\(path))", errno: errno)
-            }
-            if n == 0 { break }
-            data += chunk[0..<n]
-        }
-        return String(decoding: data, as: UTF8.self)
+        String(decoding: try readRaw(path), as: UTF8.self)
     }
 
-    static func readBytes(_ path: String) throws(SystemCallError) -> [UInt8] {
-        Array(try read(path).utf8)
-    }
-
-    /// Raw bytes of a /proc file that may hold NULs (cmdline, environ, auxv).
+    /// Raw bytes of a /proc file, which may hold NULs (cmdline, environ, auxv).
     static func readRaw(_ path: String) throws(SystemCallError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemCallError("open(\(path))", errno: errno) }

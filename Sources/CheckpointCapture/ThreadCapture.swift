@@ -54,19 +54,13 @@ enum ThreadCapture {
         let rax = Int64(bitPattern: regs.rax)
         if thread.groupStopped || thread.procState == "T" {
             state.state = .stopped
-        } else if origRax >= 0, let restart = restartCodes[rax] {
+        } else if origRax >= 0, restartCodes[rax] != nil {
             state.state = .inSyscall
-            var call = Ccimg_V1_SyscallState()
-            call.number = UInt64(origRax)
-            call.args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9]
-            call.restart = restart
-            call.result = rax
-            state.syscall = call
         } else {
             state.state = .running
         }
-        if state.state == .stopped, origRax >= 0, let restart = restartCodes[rax] {
-            // Stopped while inside a syscall: keep the call so the restorer can re-enter it.
+        // Inside a syscall (also while stopped): keep the call so the restorer can re-enter it.
+        if origRax >= 0, let restart = restartCodes[rax] {
             var call = Ccimg_V1_SyscallState()
             call.number = UInt64(origRax)
             call.args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9]
