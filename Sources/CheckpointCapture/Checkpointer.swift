@@ -77,8 +77,15 @@ public enum Checkpointer {
         if let parentPath = options.parentPath {
             do throws(ImageError) {
                 parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories)
-                let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
-                if let problem = report.problems.first { throw problem }
+                // Every block of the chain is checked — unless the parent is this process's last
+                // tracked image, verified as it was written and unchanged since.
+                let note = DirtyTracking.Note.load(pid: pid)
+                let unchanged = note.map { !$0.imageIdentity.isEmpty && $0.imageUUID == parent!.top.header.uuid.description
+                    && $0.imageIdentity == DirtyTracking.Note.identity(ofFile: parentPath) } ?? false
+                if !unchanged || parent!.images.count > 1 {
+                    let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
+                    if let problem = report.problems.first { throw problem }
+                }
             } catch {
                 throw CaptureError(.parent, "the parent image cannot be used; checkpoint without --parent or repair it", pid: pid,
                                    cause: error.description)
@@ -100,9 +107,8 @@ public enum Checkpointer {
         }
 
         // Kernel tracking applies when the parent is the last tracked image of this very process.
-        var note = DirtyTracking.Note.load(pid: pid)
-        if let n = note, !(n.isLive(pid: pid) && parent.map({ $0.top.header.uuid.description == n.imageUUID }) == true) { note = nil }
-        if parent == nil { note = nil }
+        let existing = DirtyTracking.Note.load(pid: pid).flatMap { $0.isLive(pid: pid) ? $0 : nil }
+        let note = existing.flatMap { n in parent.map { $0.top.header.uuid.description == n.imageUUID } == true ? n : nil }
         let mode = parent == nil ? "full" : note != nil ? "uffd-wp" : "hash-compare"
 
         // Freeze.
@@ -181,6 +187,11 @@ public enum Checkpointer {
                 if let note {
                     try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: untracked)
                     newNote = note
+                } else if let existing {
+                    // Tracking already runs in this process: start its count afresh from this image.
+                    let all = regions.filter(DirtyTracking.isTrackable).map { ($0.vma.start, $0.vma.end - $0.vma.start) }
+                    try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all)
+                    newNote = existing
                 } else {
                     newNote = try DirtyTracking.start(pid: pid, pidfd: pidfd, stopped: traced.threads, regions: regions)
                 }
@@ -199,6 +210,7 @@ public enum Checkpointer {
             phase("finished", since: start)
             if var newNote {
                 newNote.imageUUID = image.uuid.description
+                newNote.imageIdentity = image.path.map(DirtyTracking.Note.identity(ofFile:)) ?? ""
                 try newNote.save(pid: pid)
             }
             if !keep {

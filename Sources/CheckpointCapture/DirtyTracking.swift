@@ -28,6 +28,15 @@ enum DirtyTracking {
         var uffdDescriptor: Int32
         var uffdInode: UInt64
         var imageUUID: String
+        /// dev:inode:size:mtime of the image file as written, so an unchanged
+        /// file need not be re-verified before it becomes a parent.
+        var imageIdentity: String = ""
+
+        static func identity(ofFile path: String) -> String {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return "" }
+            return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        }
 
         static func path(pid: Int32) -> String? {
             guard let stat = try? ProcFS.read("/proc/\(pid)/stat"), let fields = ProcFS.parseStat(stat)?.fields, fields.count > 22 else { return nil }
@@ -42,12 +51,13 @@ enum DirtyTracking {
                 if parts.count == 2 { values[parts[0]] = parts[1] }
             }
             guard let fd = Int32(values["uffd-fd"] ?? ""), let inode = UInt64(values["uffd-inode"] ?? ""), let uuid = values["image"] else { return nil }
-            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid)
+            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, imageIdentity: values["image-file"] ?? "")
         }
 
         func save(pid: Int32) throws {
             guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
-            try "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n".write(toFile: path, atomically: true, encoding: .utf8)
+            try "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\nimage-file \(imageIdentity)\n"
+                .write(toFile: path, atomically: true, encoding: .utf8)
         }
 
         /// Whether the target still holds this userfaultfd.

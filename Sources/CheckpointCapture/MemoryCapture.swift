@@ -141,9 +141,14 @@ struct MemoryCapture {
             }
             // Which pages the kernel saw written, when it tracks this region.
             var writtenMask: [Bool]? = nil
-            if let written, parent != nil, let ranges = try written(region) {
+            if let written, let parent, let ranges = try written(region) {
                 var mask = [Bool](repeating: false, count: Int(pages))
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
+                // Unwritten pages are inherited where the parent maps them, read otherwise.
+                if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
+                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: &buffer, total: &total)
+                    continue
+                }
                 writtenMask = mask
             }
             var page: UInt64 = 0
@@ -191,6 +196,32 @@ struct MemoryCapture {
     }
 
     enum PageAction { case read, skip, inherit }
+
+    /// A tracked region the parent maps whole: written pages are read, the rest
+    /// inherited — no pagemap needed, as a written page is present by definition.
+    private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
+                              buffer: inout [UInt8], total: inout UInt64) throws {
+        let pages = mask.count
+        let bufferPages = buffer.count / Int(pageSize)
+        var i = 0
+        while i < pages {
+            var j = i + 1
+            while j < pages && mask[j] == mask[i] && (!mask[i] || j - i < bufferPages) { j += 1 }
+            if mask[i] {
+                let runBytes = (j - i) * Int(pageSize)
+                let runStart = region.vma.start + UInt64(i) * pageSize
+                try buffer.withUnsafeMutableBytes { raw in
+                    let dest = UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes])
+                    try readMemory(into: dest, at: runStart, mem: mem)
+                    try writer.appendPages(UnsafeRawBufferPointer(dest))
+                }
+                total += UInt64(runBytes)
+            } else {
+                writer.appendInherited(count: UInt64(j - i))
+            }
+            i = j
+        }
+    }
 
     private func shouldStore(_ entry: UInt64, _ region: Region) -> Bool {
         guard entry & (MemoryCapture.present | MemoryCapture.swapped) != 0 else { return false }

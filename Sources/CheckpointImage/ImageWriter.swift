@@ -40,6 +40,8 @@ public struct ImageWriteSummary: Sendable {
     public var storedFrameBytes: UInt64
     /// §8 XXH3-128 of the index payload: what a child image records as its parent digest.
     public var indexDigest: PageHash
+    /// The file written, when the output was a file.
+    public var path: String?
 }
 
 /// Writes an image front to back with no seeks (§2), to a file (atomically)
@@ -353,7 +355,7 @@ public final class ImageWriter {
         return ImageWriteSummary(
             uuid: options.uuid, fileBytes: offset, pages: stateCounts,
             storedRawBytes: nextOrdinal * UInt64(pageSize), storedFrameBytes: storedFrameBytes,
-            indexDigest: indexPayload.withUnsafeBytes { PageHash(of: $0) })
+            indexDigest: indexPayload.withUnsafeBytes { PageHash(of: $0) }, path: output.targetPath)
     }
 
     private func addSectionAfterMemory(_ kind: SectionKind, _ message: some SwiftProtobuf.Message) throws(ImageError) {
