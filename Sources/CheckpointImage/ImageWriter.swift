@@ -76,7 +76,9 @@ public final class ImageWriter {
     private var frameRaw: [UInt8] = []
     private var frameFill = 0
     private var frameFirstOrdinal: UInt64 = 0
-    private var pendingFrames: [(raw: [UInt8], first: UInt64, count: UInt32)] = []
+    private let pipeline: CompressionPipeline
+    private var framesSubmitted = 0
+    private var framesWritten = 0
     private var stateCounts: [PageState: UInt64] = [:]
     private var storedFrameBytes: UInt64 = 0
     private let zeroPage: [UInt8]
@@ -98,6 +100,7 @@ public final class ImageWriter {
         self.parent = parent
         self.pageSize = Int(options.pageSize)
         self.zeroPage = [UInt8](repeating: 0, count: Int(options.pageSize))
+        self.pipeline = CompressionPipeline(slots: max(1, options.compressionBatch))
         if let parent { precondition(parent.pageSize == pageSize, "parent page size differs") }
 
         var body = Ccimg_V1_ImageHeader()
@@ -278,30 +281,34 @@ public final class ImageWriter {
 
     // MARK: Frames
 
+    /// Hands the filled frame to the compression pipeline (§6.1): frames are
+    /// compressed in the background on every core while pages keep coming,
+    /// and written in order as they complete. At most `compressionBatch`
+    /// frames are in flight, which bounds memory.
     private func sealFrame() throws(ImageError) {
         guard frameFill > 0 else { return }
         if frameFill < frameRaw.count { frameRaw.removeSubrange(frameFill...) }
-        pendingFrames.append((frameRaw, frameFirstOrdinal, UInt32(frameFill / pageSize)))
+        let frame = (raw: frameRaw, first: frameFirstOrdinal, count: UInt32(frameFill / pageSize))
         frameRaw = ImageWriter.frameBuffer(bytes: pageSize * Int(options.pagesPerFrame))
         frameFill = 0
-        if pendingFrames.count >= options.compressionBatch { try flushFrames() }
+        pipeline.slots.wait()
+        try writeCompletedFrames()
+        let sequence = framesSubmitted
+        framesSubmitted += 1
+        let level = options.compressionLevel
+        let pipeline = self.pipeline
+        pipeline.group.enter()
+        DispatchQueue.global().async {
+            let payload = frame.raw.withUnsafeBytes { Zstd.compress($0, level: level) }
+            pipeline.complete(sequence, (payload, frame.first, frame.count))
+        }
     }
 
-    /// §6.1 Compresses the pending frames on all cores, then writes them in order.
-    private func flushFrames() throws(ImageError) {
-        guard !pendingFrames.isEmpty else { return }
-        let frames = pendingFrames
-        pendingFrames = []
-        let level = options.compressionLevel
-        var compressed = [[UInt8]](repeating: [], count: frames.count)
-        compressed.withUnsafeMutableBufferPointer { out in
-            let out = UnsafeMutableSendableBuffer(out)
-            DispatchQueue.concurrentPerform(iterations: frames.count) { i in
-                out.buffer[i] = frames[i].raw.withUnsafeBytes { Zstd.compress($0, level: level) }
-            }
-        }
-        for (i, frame) in frames.enumerated() {
-            var payload = compressed[i]
+    /// Writes, in order, every frame whose compression has finished.
+    private func writeCompletedFrames() throws(ImageError) {
+        while let frame = pipeline.take(framesWritten) {
+            framesWritten += 1
+            var payload = frame.payload
             if let frameOverride { payload = frameOverride(frameOffsets.count, payload) }
             var header = BlockHeader(typeTag: BlockType.frame.rawValue, kind: 0, version: 1, flags: [.zstd],
                                      aux: frame.count, payloadLength: UInt64(payload.count), aux64: frame.first)
@@ -309,6 +316,13 @@ public final class ImageWriter {
             storedFrameBytes += UInt64(ImageFormat.blockHeaderLength + payload.count)
             try writeBlock(&header, payload: payload, entry: nil)
         }
+    }
+
+    /// Waits for every frame in flight and writes them all.
+    private func flushFrames() throws(ImageError) {
+        pipeline.group.wait()
+        try writeCompletedFrames()
+        precondition(framesWritten == framesSubmitted, "a compressed frame went missing")
     }
 
     // MARK: Finishing
@@ -400,8 +414,29 @@ public final class ImageWriter {
     }
 }
 
-/// Lets `concurrentPerform` workers write disjoint elements of one buffer.
-struct UnsafeMutableSendableBuffer<T>: @unchecked Sendable {
-    let buffer: UnsafeMutableBufferPointer<T>
-    init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
+/// Frames being compressed in the background, and the finished ones waiting to be written in order.
+final class CompressionPipeline: @unchecked Sendable {
+    typealias Frame = (payload: [UInt8], first: UInt64, count: UInt32)
+    /// Free places for frames being compressed; the producer drains finished ones after each wait.
+    let slots: DispatchSemaphore
+    let group = DispatchGroup()
+    private let lock = NSLock()
+    private var done: [Int: Frame] = [:]
+
+    init(slots: Int) { self.slots = DispatchSemaphore(value: slots) }
+
+    func complete(_ sequence: Int, _ frame: Frame) {
+        lock.lock()
+        done[sequence] = frame
+        lock.unlock()
+        slots.signal()
+        group.leave()
+    }
+
+    /// Frame `sequence`, if its compression has finished.
+    func take(_ sequence: Int) -> Frame? {
+        lock.lock()
+        defer { lock.unlock() }
+        return done.removeValue(forKey: sequence)
+    }
 }
