@@ -36,26 +36,24 @@ enum ProcFS {
 
     /// Thread IDs in /proc/PID/task, ascending.
     static func threadIDs(_ pid: Int32) throws(SystemCallError) -> [Int32] {
-        guard let dir = opendir("/proc/\(pid)/task") else { throw SystemCallError("opendir(/proc/\(pid)/task)", errno: errno) }
-        defer { closedir(dir) }
-        var tids: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if let tid = Int32(name) { tids.append(tid) }
-        }
-        return tids.sorted()
+        try numericEntries("/proc/\(pid)/task")
     }
 
     /// Open descriptor numbers in /proc/PID/fd, ascending.
     static func descriptors(_ pid: Int32) throws(SystemCallError) -> [Int32] {
-        guard let dir = opendir("/proc/\(pid)/fd") else { throw SystemCallError("opendir(/proc/\(pid)/fd)", errno: errno) }
+        try numericEntries("/proc/\(pid)/fd")
+    }
+
+    /// The names of a directory that are numbers, ascending.
+    private static func numericEntries(_ path: String) throws(SystemCallError) -> [Int32] {
+        guard let dir = opendir(path) else { throw SystemCallError("opendir(\(path))", errno: errno) }
         defer { closedir(dir) }
-        var fds: [Int32] = []
+        var numbers: [Int32] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if let fd = Int32(name) { fds.append(fd) }
+            if let n = Int32(name) { numbers.append(n) }
         }
-        return fds.sorted()
+        return numbers.sorted()
     }
 
     // MARK: maps
