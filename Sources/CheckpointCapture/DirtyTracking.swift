@@ -56,8 +56,19 @@ enum DirtyTracking {
 
         func save(pid: Int32) throws {
             guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
+            Note.pruneStale()
             try "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\nimage-file \(imageIdentity)\n"
                 .write(toFile: path, atomically: true, encoding: .utf8)
+        }
+
+        /// Removes notes of processes that are gone (their pid is free or reused).
+        static func pruneStale() {
+            let directory = DirtyTracking.stateDirectory
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix("track-") {
+                let parts = name.dropFirst(6).split(separator: "-")
+                guard parts.count == 2, let pid = Int32(parts[0]) else { continue }
+                if path(pid: pid) != "\(directory)/\(name)" { unlink("\(directory)/\(name)") }
+            }
         }
 
         /// Whether the target still holds this userfaultfd.
