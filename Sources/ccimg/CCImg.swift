@@ -25,7 +25,7 @@ struct ChainOptions: ParsableArguments {
 }
 
 /// Runs `body`, turning an ``ImageError`` into a one-line message and its exit status.
-func run(_ body: () throws -> Void, troubleStatus: Int32? = nil) throws {
+func reportingImageErrors(_ body: () throws -> Void, troubleStatus: Int32? = nil) throws {
     do {
         try body()
     } catch let error as ImageError {
@@ -80,7 +80,7 @@ struct Info: ParsableCommand {
     @OptionGroup var chainOptions: ChainOptions
 
     func run() throws {
-        try CCImgCLI.run {
+        try reportingImageErrors {
             let chain = try openChain(image, chainOptions)
             let model = try ImageInspector.info(chain)
             printOut(json ? model.rendered() : TextRenderer.info(model))
@@ -106,7 +106,7 @@ struct Dump: ParsableCommand {
     }
 
     func run() throws {
-        try CCImgCLI.run {
+        try reportingImageErrors {
             let chain = try openChain(image, chainOptions)
             if let memory {
                 let range = try MemoryRange.parse(memory, defaultLength: 256)
@@ -139,7 +139,7 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         var different = false
-        try CCImgCLI.run({
+        try reportingImageErrors({
             let result = try ImageDiff.compare(try openChain(a, chainOptions), try openChain(b, chainOptions))
             printOut(json ? result.report.rendered() : TextRenderer.diff(result.report))
             different = result.different
@@ -183,7 +183,7 @@ struct Stat: ParsableCommand {
     @OptionGroup var chainOptions: ChainOptions
 
     func run() throws {
-        try CCImgCLI.run {
+        try reportingImageErrors {
             let model = try ImageInspector.stat(try openChain(image, chainOptions))
             printOut(json ? model.rendered() : TextRenderer.tree(model))
         }
@@ -197,7 +197,7 @@ struct Flatten: ParsableCommand {
     @OptionGroup var chainOptions: ChainOptions
 
     func run() throws {
-        try CCImgCLI.run {
+        try reportingImageErrors {
             let chain = try openChain(image, chainOptions)
             let summary = try ImageFlattener.flatten(chain, to: try ImageOutput(path: output))
             printOut("\(output): \(summary.uuid), \(summary.fileBytes) bytes, flattened from \(chain.images.count) image\(chain.images.count == 1 ? "" : "s")\n")
@@ -215,19 +215,12 @@ struct Extract: ParsableCommand {
     func validate() throws { _ = try MemoryRange.parse(memory, defaultLength: nil) }
 
     func run() throws {
-        try CCImgCLI.run {
+        try reportingImageErrors {
             let range = try MemoryRange.parse(memory, defaultLength: nil)
             let bytes = try openChain(image, chainOptions).readMemory(address: range.address, length: range.length)
             try MemoryExtractor.write(bytes, to: output)
             printOut("\(output): \(bytes.count) bytes from 0x\(String(range.address, radix: 16))\n")
         }
-    }
-}
-
-/// Namespace so commands can call the free `run` despite their own `run()`.
-enum CCImgCLI {
-    static func run(_ body: () throws -> Void, troubleStatus: Int32? = nil) throws {
-        try ccimg.run(body, troubleStatus: troubleStatus)
     }
 }
 

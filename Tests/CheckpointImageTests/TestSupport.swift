@@ -362,33 +362,39 @@ enum CCImg {
     /// Runs `ccimg ARGS`, optionally with `stdinFile` as standard input; waits for it to exit.
     static func run(_ arguments: [String], stdinFile: String? = nil) throws -> CLIResult {
         let exe = try #require(executable, "ccimg not found beside the test bundle (\(CommandLine.arguments[0]))")
-        let scratch = try TempDir("cli-io")
-        defer { scratch.remove() }
-        let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try #require(FileHandle(forWritingAtPath: outPath))
-        let err = try #require(FileHandle(forWritingAtPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: exe)
-        process.arguments = arguments
-        process.standardOutput = out
-        process.standardError = err
-        if let stdinFile {
-            guard let input = FileHandle(forReadingAtPath: stdinFile) else { throw CocoaError(.fileNoSuchFile) }
-            process.standardInput = input
-        } else {
-            process.standardInput = FileHandle.nullDevice
-        }
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        #expect(process.terminationReason == .exit, "ccimg \(arguments) was killed by a signal")
-        return CLIResult(status: process.terminationStatus,
-                         stdoutData: try Data(contentsOf: URL(fileURLWithPath: outPath)),
-                         stderr: String(decoding: try Data(contentsOf: URL(fileURLWithPath: errPath)), as: UTF8.self))
+        let r = try runCapturingOutput(exe, arguments, stdinFile: stdinFile)
+        #expect(r.reason == .exit, "ccimg \(arguments) was killed by a signal")
+        return CLIResult(status: r.status, stdoutData: r.stdout, stderr: String(decoding: r.stderr, as: UTF8.self))
     }
+}
+
+/// Runs a program to completion with its standard output and error in files (no pipe to fill up).
+func runCapturingOutput(_ executable: String, _ arguments: [String], stdinFile: String? = nil) throws
+    -> (status: Int32, reason: Process.TerminationReason, stdout: Data, stderr: Data) {
+    let scratch = try TempDir("run-io")
+    defer { scratch.remove() }
+    let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    let out = try #require(FileHandle(forWritingAtPath: outPath))
+    let err = try #require(FileHandle(forWritingAtPath: errPath))
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.standardOutput = out
+    process.standardError = err
+    if let stdinFile {
+        guard let input = FileHandle(forReadingAtPath: stdinFile) else { throw CocoaError(.fileNoSuchFile) }
+        process.standardInput = input
+    } else {
+        process.standardInput = FileHandle.nullDevice
+    }
+    try process.run()
+    process.waitUntilExit()
+    try out.close()
+    try err.close()
+    return (process.terminationStatus, process.terminationReason,
+            try Data(contentsOf: URL(fileURLWithPath: outPath)), try Data(contentsOf: URL(fileURLWithPath: errPath)))
 }
 
 /// Runs a `/bin/sh -c` script (for resource limits around a child); `$0`, `$1`… are `arguments`.
@@ -401,26 +407,9 @@ enum Shell {
     }
 
     static func run(_ script: String, arguments: [String]) throws -> Result {
-        let scratch = try TempDir("sh-io")
-        defer { scratch.remove() }
-        let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try #require(FileHandle(forWritingAtPath: outPath))
-        let err = try #require(FileHandle(forWritingAtPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script] + arguments
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
+        let r = try runCapturingOutput("/bin/sh", ["-c", script] + arguments)
         // A shell that `exec`s reports the child's signal as its own termination reason.
-        return Result(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal,
-                      stdout: String(decoding: try Data(contentsOf: URL(fileURLWithPath: outPath)), as: UTF8.self),
-                      stderr: String(decoding: try Data(contentsOf: URL(fileURLWithPath: errPath)), as: UTF8.self))
+        return Result(status: r.status, signaled: r.reason == .uncaughtSignal,
+                      stdout: String(decoding: r.stdout, as: UTF8.self), stderr: String(decoding: r.stderr, as: UTF8.self))
     }
 }
