@@ -1,14 +1,23 @@
 import CZstd
+import Foundation
 
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {
+    /// Contexts kept for reuse. A fresh context per frame costs its allocation and
+    /// page faults every time (~1 MiB for level 1); frames are compressed on many
+    /// threads, so a context is borrowed from here for the length of one call.
+    private static let compressors = ContextPool(make: { ZSTD_createCCtx() })
+    private static let decompressors = ContextPool(make: { ZSTD_createDCtx() })
+
     /// Compresses `input` as one zstd frame at `level`, with the content size
     /// in the frame header and no zstd checksum (the block checksum covers it).
     static func compress(_ input: UnsafeRawBufferPointer, level: Int32) -> [UInt8] {
         let bound = ZSTD_compressBound(input.count)
         // The output is written by zstd before it is read: no need to zero it first.
         return [UInt8](unsafeUninitializedCapacity: bound) { out, count in
-            let written = ZSTD_compress(out.baseAddress, bound, input.baseAddress, input.count, level)
+            let written = compressors.borrow { context in
+                ZSTD_compressCCtx(context, out.baseAddress, bound, input.baseAddress, input.count, level)
+            }
             // ZSTD_compress only fails on a too-small buffer or a bad level: programmer errors.
             precondition(ZSTD_isError(written) == 0, "ZSTD_compress: \(String(cString: ZSTD_getErrorName(written)))")
             count = written
@@ -41,11 +50,31 @@ enum Zstd {
         if size != ZSTD_CONTENTSIZE_UNKNOWN && size > UInt64(output.count) {
             return .failure(ImageError(.limitExceeded, "zstd frame claims \(size) bytes, more than the \(output.count) its block allows"))
         }
-        let n = ZSTD_decompress(output.baseAddress, output.count, input.baseAddress, input.count)
+        let n = decompressors.borrow { context in
+            ZSTD_decompressDCtx(context, output.baseAddress, output.count, input.baseAddress, input.count)
+        }
         if ZSTD_isError(n) != 0 {
             let name = String(cString: ZSTD_getErrorName(n))
             return .failure(ImageError(.structural, "zstd frame does not decompress", cause: name))
         }
         return .success(n)
+    }
+}
+
+/// A stack of zstd contexts shared by the compression threads; each is used by one thread at a time.
+private final class ContextPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var free: [OpaquePointer] = []
+    private let make: () -> OpaquePointer?
+
+    init(make: @escaping () -> OpaquePointer?) { self.make = make }
+
+    func borrow<R>(_ body: (OpaquePointer) -> R) -> R {
+        let reused = lock.withLock { free.popLast() }
+        // Failing to allocate a zstd context is running out of memory: not recoverable here.
+        guard let context = reused ?? make() else { fatalError("zstd: cannot allocate a context") }
+        let result = body(context)
+        lock.withLock { free.append(context) }
+        return result
     }
 }

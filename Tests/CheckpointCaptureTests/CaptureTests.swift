@@ -56,6 +56,12 @@ struct CaptureTests {
         let file = try #require(handles.first { $0.path == "\(dir)/file.txt" })
         #expect(file.type == .regular && file.offset == 1234)
         #expect(handles.contains { $0.type == .pipe && $0.unread == Data("unread bytes in the pipe".utf8) })
+        // The inotify watch on the file's directory: its inode and mask (IN_CREATE|IN_DELETE) from fdinfo.
+        var dirStat = stat()
+        #expect(stat(dir, &dirStat) == 0)
+        let inotify = try #require(handles.first { $0.type == .inotify })
+        let dirInode = "ino:" + String(dirStat.st_ino, radix: 16)
+        #expect(inotify.fdinfo.contains(dirInode) && inotify.fdinfo.contains("mask:300"), "\(inotify.fdinfo)")
         let sync = try #require(try reader.section(.syncObjects, as: Ccimg_V1_SyncObjects.self))
         #expect(sync.eventfds.map(\.counter) == [7])
         #expect(sync.timerfds.map(\.intervalNs) == [500_000_000])
