@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "CheckpointImage", targets: ["CheckpointImage"]),
         .library(name: "CheckpointCapture", targets: ["CheckpointCapture"]),
+        .library(name: "CheckpointRestore", targets: ["CheckpointRestore"]),
         .executable(name: "ccimg", targets: ["ccimg"]),
         .executable(name: "ccpm", targets: ["ccpm"]),
     ],
@@ -43,10 +44,17 @@ let package = Package(
             name: "CheckpointCapture",
             dependencies: ["CheckpointImage", "CCheckpointKernel", "CLibelf"]
         ),
+        .target(
+            name: "CheckpointRestore",
+            dependencies: [
+                "CheckpointImage", "CheckpointCapture", "CCheckpointKernel",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .executableTarget(
             name: "ccpm",
             dependencies: [
-                "CheckpointCapture",
+                "CheckpointCapture", "CheckpointRestore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -71,6 +79,10 @@ let package = Package(
         .testTarget(
             name: "CheckpointCaptureTests",
             dependencies: ["CheckpointCapture", "CheckpointImage"]
+        ),
+        .testTarget(
+            name: "CheckpointRestoreTests",
+            dependencies: ["CheckpointRestore", "CheckpointCapture", "CheckpointImage"]
         ),
     ]
 )

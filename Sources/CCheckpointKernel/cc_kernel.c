@@ -3,6 +3,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/elf.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <string.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
@@ -41,6 +44,13 @@ long cc_ptrace_getregset(int tid, int type, void *buf, size_t len) {
 }
 
 long cc_ptrace_getsigmask(int tid, uint64_t *mask) { CC_RET(ptrace(PTRACE_GETSIGMASK, tid, (void *)8, mask)); }
+
+long cc_ptrace_setregset(int tid, int type, const void *buf, size_t len) {
+    struct iovec iov = { (void *)buf, len };
+    CC_RET(ptrace(PTRACE_SETREGSET, tid, (void *)(long)type, &iov));
+}
+
+long cc_ptrace_setsigmask(int tid, uint64_t mask) { CC_RET(ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &mask)); }
 
 long cc_ptrace_geteventmsg(int tid, unsigned long *msg) { CC_RET(ptrace(PTRACE_GETEVENTMSG, tid, 0, msg)); }
 
@@ -149,6 +159,10 @@ const unsigned long cc_PTRACE_O_TRACESYSGOOD = PTRACE_O_TRACESYSGOOD;
 const unsigned long cc_PTRACE_O_EXITKILL = PTRACE_O_EXITKILL;
 
 const int cc_PTRACE_EVENT_STOP = PTRACE_EVENT_STOP;
+const int cc_PTRACE_EVENT_CLONE = PTRACE_EVENT_CLONE;
+const int cc_PTRACE_EVENT_EXEC = PTRACE_EVENT_EXEC;
+const unsigned long cc_PTRACE_O_TRACECLONE = PTRACE_O_TRACECLONE;
+const unsigned long cc_PTRACE_O_TRACEEXEC = PTRACE_O_TRACEEXEC;
 
 const int cc_WNOHANG = WNOHANG;
 
@@ -175,3 +189,59 @@ long cc_uffdio_api(int uffd, uint64_t features, uint64_t *granted) {
 }
 
 long cc_ptrace_singlestep(int tid, int sig) { CC_RET(ptrace(PTRACE_SINGLESTEP, tid, 0, (void *)(long)sig)); }
+
+long cc_prlimit_set(int pid, int resource, uint64_t soft, uint64_t hard) {
+    struct rlimit64 limit = { soft, hard };
+    CC_RET(syscall(SYS_prlimit64, pid, resource, &limit, NULL));
+}
+
+// clone3 with fork semantics; set_tid when pid > 0.
+static long cc_clone3(uint64_t flags, int pid) {
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    pid_t tid = pid;
+    args.flags = flags;
+    args.exit_signal = SIGCHLD;
+    if (pid > 0) { args.set_tid = (uint64_t)(uintptr_t)&tid; args.set_tid_size = 1; }
+    return syscall(SYS_clone3, &args, sizeof args);
+}
+
+// In a child of a multithreaded parent: raw system calls only.
+static void cc_become_task(const struct cc_spawn_request *r) {
+    syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+    syscall(SYS_close_range, 3, ~0U, 0);
+    syscall(SYS_execve, r->path, r->argv, r->envp);
+    syscall(SYS_exit_group, 127);
+}
+
+long cc_spawn_stopped(const struct cc_spawn_request *r) {
+    if (!r->new_pid_namespace) {
+        long child = cc_clone3(0, r->pid);
+        if (child < 0) return -errno;
+        if (child == 0) cc_become_task(r);
+        return child;
+    }
+    long init = cc_clone3(CLONE_NEWPID, 0);
+    if (init < 0) return -errno;
+    if (init > 0) return init;
+    // The namespace's init: create the task, reap whatever ends, exit as the task did.
+    long task = cc_clone3(0, r->pid);
+    if (task < 0) syscall(SYS_exit_group, 126);
+    if (task == 0) cc_become_task(r);
+    for (;;) {
+        int status = 0;
+        long w = syscall(SYS_wait4, -1, &status, 0, NULL);
+        if (w < 0 && errno == ECHILD) syscall(SYS_exit_group, 125);
+        if (w == task && (WIFEXITED(status) || WIFSIGNALED(status)))
+            syscall(SYS_exit_group, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+}
+
+long cc_open_by_handle(int mount_fd, int handle_type, const void *handle, unsigned handle_bytes, int flags) {
+    if (handle_bytes > MAX_HANDLE_SZ) return -EINVAL;
+    struct { struct file_handle h; unsigned char bytes[MAX_HANDLE_SZ]; } fh;
+    fh.h.handle_bytes = handle_bytes;
+    fh.h.handle_type = handle_type;
+    memcpy(fh.h.f_handle, handle, handle_bytes);
+    CC_RET(open_by_handle_at(mount_fd, &fh.h, flags));
+}

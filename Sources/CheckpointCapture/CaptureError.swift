@@ -19,14 +19,14 @@ public struct SystemCallError: Error, CustomStringConvertible, Sendable {
 
 /// Checks a `cc_*` result (>= 0, or -errno).
 @discardableResult
-func kernelCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
+package func kernelCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
     if result < 0 { throw SystemCallError(call(), errno: Int32(-result)) }
     return result
 }
 
 /// Checks a libc result (-1 and errno on failure).
 @discardableResult
-func libcCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
+package func libcCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
     if result == -1 { throw SystemCallError(call(), errno: errno) }
     return result
 }

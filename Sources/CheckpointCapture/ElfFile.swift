@@ -6,7 +6,7 @@ import CLibelf
 /// What capture needs from an ELF object, read with libelf (elf(3)): its
 /// loadable segments — to tell .data/.bss from text, as the paper does from
 /// PE headers — and its GNU build ID, part of a mapped file's identity.
-struct ElfFile {
+package struct ElfFile {
     struct Segment {
         var offset: UInt64
         var fileSize: UInt64
@@ -16,10 +16,10 @@ struct ElfFile {
     }
 
     var segments: [Segment]
-    var buildID: [UInt8]
+    package var buildID: [UInt8]
 
     /// Reads `path`; nil when it is not an ELF file or cannot be read.
-    init?(path: String) {
+    package init?(path: String) {
         guard elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE) else { return nil }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

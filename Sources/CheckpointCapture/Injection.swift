@@ -12,29 +12,42 @@ import Foundation
 /// we set (PTRACE_SETREGS, PTRACE_SINGLESTEP), then gets its own registers
 /// back; orig_rax is set to -1 so the kernel does not treat the injected call
 /// as a syscall to restart. Nothing is written into the process's code.
-struct SyscallInjector {
-    let pid: Int32
-    let tid: Int32
+package struct SyscallInjector {
+    package let pid: Int32
+    package let tid: Int32
     /// Address of a `syscall` instruction (0f 05) in the vdso.
-    let syscallAddress: UInt64
+    package let syscallAddress: UInt64
     private var saved = user_regs_struct()
     /// Signals that arrived during injection, to hand back on detach.
-    private(set) var interceptedSignals: [Int32] = []
+    package private(set) var interceptedSignals: [Int32] = []
+    /// Threads an injected clone created (PTRACE_EVENT_CLONE), as the tracer sees their TIDs.
+    package private(set) var createdThreads: [Int32] = []
 
     /// Prepares to inject into `tid`; nil when no vdso `syscall` instruction is found.
-    init?(pid: Int32, tid: Int32) {
-        self.pid = pid
-        self.tid = tid
+    package init?(pid: Int32, tid: Int32) {
+        guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else { return nil }
+        self.init(pid: pid, tid: tid, syscallAddress: address)
+    }
+
+    /// The address of a `syscall` instruction (0f 05) in the vdso of `pid`, if it has one.
+    package static func vdsoSyscallAddress(pid: Int32) -> UInt64? {
         guard let maps = try? ProcFS.read("/proc/\(pid)/maps"),
               let vdso = ProcFS.parseMaps(maps).first(where: { $0.path == "[vdso]" }) else { return nil }
         var bytes = [UInt8](repeating: 0, count: Int(vdso.end - vdso.start))
         guard bytes.withUnsafeMutableBytes({ cc_process_vm_read(pid, $0.baseAddress, $0.count, vdso.start) }) == bytes.count else { return nil }
         guard let at = zip(bytes, bytes.dropFirst()).enumerated().first(where: { $0.element == (0x0f, 0x05) })?.offset else { return nil }
-        syscallAddress = vdso.start + UInt64(at)
+        return vdso.start + UInt64(at)
+    }
+
+    /// Injects into `tid` through the `syscall` instruction at `syscallAddress`.
+    package init(pid: Int32, tid: Int32, syscallAddress: UInt64) {
+        self.pid = pid
+        self.tid = tid
+        self.syscallAddress = syscallAddress
     }
 
     /// Runs `number(args)` in the thread and returns rax (negative errno on failure).
-    mutating func call(_ number: Int, _ args: [UInt64] = []) throws(SystemCallError) -> Int64 {
+    package mutating func call(_ number: Int, _ args: [UInt64] = []) throws(SystemCallError) -> Int64 {
         precondition(args.count <= 6)
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &saved))
         var regs = saved
@@ -53,6 +66,16 @@ struct SyscallInjector {
             while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
             try kernelCall("waitpid(\(tid))", r)
             guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+            let event = cc_wptrace_event(status)
+            if event != 0 {
+                // An event stop inside the call (a thread the call created): note it, step on.
+                if event == cc_PTRACE_EVENT_CLONE {
+                    var message: UInt = 0
+                    try kernelCall("ptrace(PTRACE_GETEVENTMSG)", cc_ptrace_geteventmsg(tid, &message))
+                    createdThreads.append(Int32(truncatingIfNeeded: message))
+                }
+                continue
+            }
             try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &result))
             if cc_wstopsig(status) == SIGTRAP && result.rip == syscallAddress + 2 { break }
             if cc_wstopsig(status) != SIGTRAP { interceptedSignals.append(cc_wstopsig(status)) }
@@ -67,7 +90,7 @@ struct SyscallInjector {
     /// thread is resumed (PTRACE_CONT clears the flag) and at once stopped
     /// again (PTRACE_INTERRUPT): it goes back into whatever call it was in,
     /// exactly as after any stop. Its registers are read after this.
-    mutating func finish() throws(SystemCallError) {
+    package mutating func finish() throws(SystemCallError) {
         try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
         while true {
@@ -84,12 +107,12 @@ struct SyscallInjector {
     }
 
     /// Writes bytes into the process (process_vm_writev).
-    func write(_ bytes: [UInt8], at address: UInt64) throws(SystemCallError) {
+    package func write(_ bytes: [UInt8], at address: UInt64) throws(SystemCallError) {
         try kernelCall("process_vm_writev", bytes.withUnsafeBytes { cc_process_vm_write(pid, $0.baseAddress, $0.count, address) })
     }
 
     /// Reads bytes from the process (process_vm_readv).
-    func read(_ count: Int, at address: UInt64) throws(SystemCallError) -> [UInt8] {
+    package func read(_ count: Int, at address: UInt64) throws(SystemCallError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         try kernelCall("process_vm_readv", bytes.withUnsafeMutableBytes { cc_process_vm_read(pid, $0.baseAddress, $0.count, address) })
         return bytes
@@ -105,14 +128,47 @@ struct SyscallInjector {
 }
 
 /// x86-64 system call numbers used by injection (arch/x86/entry/syscalls/syscall_64.tbl).
-enum X86Syscall {
-    static let mmap = 9
-    static let munmap = 11
-    static let brk = 12
-    static let rtSigaction = 13
-    static let getitimer = 36
-    static let sigaltstack = 131
-    static let prctl = 157
-    static let timerGettime = 224
-    static let userfaultfd = 323
+package enum X86Syscall {
+    package static let write = 1
+    package static let close = 3
+    package static let lseek = 8
+    package static let mmap = 9
+    package static let mprotect = 10
+    package static let munmap = 11
+    package static let brk = 12
+    package static let rtSigaction = 13
+    package static let ioctl = 16
+    package static let mremap = 25
+    package static let getitimer = 36
+    package static let setitimer = 38
+    package static let fcntl = 72
+    package static let chdir = 80
+    package static let umask = 95
+    package static let setgroups = 116
+    package static let setresuid = 117
+    package static let setresgid = 119
+    package static let rtSigqueueinfo = 129
+    package static let sigaltstack = 131
+    package static let personality = 135
+    package static let prctl = 157
+    package static let setTidAddress = 218
+    package static let timerCreate = 222
+    package static let timerSettime = 223
+    package static let timerGettime = 224
+    package static let epollCtl = 233
+    package static let inotifyAddWatch = 254
+    package static let openat = 257
+    package static let setRobustList = 273
+    package static let timerfdCreate = 283
+    package static let timerfdSettime = 286
+    package static let signalfd4 = 289
+    package static let eventfd2 = 290
+    package static let epollCreate1 = 291
+    package static let dup3 = 292
+    package static let pipe2 = 293
+    package static let inotifyInit1 = 294
+    package static let rtTgsigqueueinfo = 297
+    package static let memfdCreate = 319
+    package static let userfaultfd = 323
+    package static let clone3 = 435
 }

@@ -246,8 +246,8 @@ struct MemoryCapture {
 }
 
 /// A file's identity (§5.3 FileIdentity) from stat(2).
-enum FileIdentity {
-    static func of(path: String) -> Ccimg_V1_FileIdentity? {
+package enum FileIdentity {
+    package static func of(path: String) -> Ccimg_V1_FileIdentity? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         var id = Ccimg_V1_FileIdentity()

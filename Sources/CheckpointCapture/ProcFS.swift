@@ -2,14 +2,14 @@ import Foundation
 
 /// Reading /proc/PID (proc(5)). Every parser takes text and returns values,
 /// so it can be tested on samples; `ProcFS.read` fetches the text.
-enum ProcFS {
+package enum ProcFS {
     /// Reads a whole /proc file as text.
-    static func read(_ path: String) throws(SystemCallError) -> String {
+    package static func read(_ path: String) throws(SystemCallError) -> String {
         String(decoding: try readRaw(path), as: UTF8.self)
     }
 
     /// Raw bytes of a /proc file, which may hold NULs (cmdline, environ, auxv).
-    static func readRaw(_ path: String) throws(SystemCallError) -> [UInt8] {
+    package static func readRaw(_ path: String) throws(SystemCallError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemCallError("open(\(path))", errno: errno) }
         defer { close(fd) }
@@ -27,7 +27,7 @@ enum ProcFS {
         return data
     }
 
-    static func readLink(_ path: String) throws(SystemCallError) -> String {
+    package static func readLink(_ path: String) throws(SystemCallError) -> String {
         var buffer = [CChar](repeating: 0, count: 4097)
         let n = readlink(path, &buffer, 4096)
         guard n >= 0 else { throw SystemCallError("readlink(\(path))", errno: errno) }
@@ -35,12 +35,12 @@ enum ProcFS {
     }
 
     /// Thread IDs in /proc/PID/task, ascending.
-    static func threadIDs(_ pid: Int32) throws(SystemCallError) -> [Int32] {
+    package static func threadIDs(_ pid: Int32) throws(SystemCallError) -> [Int32] {
         try numericEntries("/proc/\(pid)/task")
     }
 
     /// Open descriptor numbers in /proc/PID/fd, ascending.
-    static func descriptors(_ pid: Int32) throws(SystemCallError) -> [Int32] {
+    package static func descriptors(_ pid: Int32) throws(SystemCallError) -> [Int32] {
         try numericEntries("/proc/\(pid)/fd")
     }
 
@@ -59,29 +59,29 @@ enum ProcFS {
     // MARK: maps
 
     /// One line of /proc/PID/maps.
-    struct MapsEntry: Equatable {
-        var start: UInt64
-        var end: UInt64
-        var read: Bool
-        var write: Bool
-        var execute: Bool
-        var shared: Bool
-        var offset: UInt64
-        var device: (major: UInt32, minor: UInt32)
-        var inode: UInt64
-        var path: String
+    package struct MapsEntry: Equatable {
+        package var start: UInt64
+        package var end: UInt64
+        package var read: Bool
+        package var write: Bool
+        package var execute: Bool
+        package var shared: Bool
+        package var offset: UInt64
+        package var device: (major: UInt32, minor: UInt32)
+        package var inode: UInt64
+        package var path: String
 
-        static func == (a: MapsEntry, b: MapsEntry) -> Bool {
+        package static func == (a: MapsEntry, b: MapsEntry) -> Bool {
             a.start == b.start && a.end == b.end && a.read == b.read && a.write == b.write && a.execute == b.execute
                 && a.shared == b.shared && a.offset == b.offset && a.device == b.device && a.inode == b.inode && a.path == b.path
         }
 
-        var prot: UInt32 { (read ? 1 : 0) | (write ? 2 : 0) | (execute ? 4 : 0) }
-        var isDeleted: Bool { path.hasSuffix(" (deleted)") }
+        package var prot: UInt32 { (read ? 1 : 0) | (write ? 2 : 0) | (execute ? 4 : 0) }
+        package var isDeleted: Bool { path.hasSuffix(" (deleted)") }
     }
 
     /// Parses /proc/PID/maps: `start-end perms offset major:minor inode   path`.
-    static func parseMaps(_ text: String) -> [MapsEntry] {
+    package static func parseMaps(_ text: String) -> [MapsEntry] {
         text.split(separator: "\n").compactMap { line -> MapsEntry? in
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             guard fields.count >= 5 else { return nil }
@@ -101,7 +101,7 @@ enum ProcFS {
     // MARK: status, stat
 
     /// `Key:\tvalue` lines of /proc/PID/status.
-    static func parseStatus(_ text: String) -> [String: String] {
+    package static func parseStatus(_ text: String) -> [String: String] {
         var result: [String: String] = [:]
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
@@ -113,7 +113,7 @@ enum ProcFS {
     /// The fields of /proc/PID/stat after `comm`, numbered as in proc(5)
     /// (field 3, `state`, is `fields[3]`). `comm` may hold spaces and parentheses,
     /// so it is cut at the last ')'.
-    static func parseStat(_ text: String) -> (comm: String, fields: [String])? {
+    package static func parseStat(_ text: String) -> (comm: String, fields: [String])? {
         guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else { return nil }
         let comm = String(text[text.index(after: open)..<close])
         let rest = text[text.index(after: close)...].split(separator: " ").map(String.init)
@@ -121,14 +121,14 @@ enum ProcFS {
     }
 
     /// Splits NUL-separated strings (cmdline, environ).
-    static func splitNul(_ bytes: [UInt8]) -> [String] {
+    package static func splitNul(_ bytes: [UInt8]) -> [String] {
         var out = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         if out.last == "" { out.removeLast() }
         return out
     }
 
     /// `key:\tvalue` lines of /proc/PID/fdinfo/FD; repeated keys (tfd, inotify) keep every line.
-    static func parseFdinfo(_ text: String) -> [(String, String)] {
+    package static func parseFdinfo(_ text: String) -> [(String, String)] {
         text.split(separator: "\n").compactMap { line in
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
@@ -136,7 +136,7 @@ enum ProcFS {
     }
 
     /// Space-separated `key:value` tokens (epoll `tfd:` lines, timerfd `it_value: (s, ns)`).
-    static func tokens(_ text: String) -> [String: String] {
+    package static func tokens(_ text: String) -> [String: String] {
         var out: [String: String] = [:]
         let parts = text.split(separator: " ", omittingEmptySubsequences: true)
         var i = 0
@@ -154,7 +154,7 @@ enum ProcFS {
     }
 
     /// `(sec, nsec)` as timerfd fdinfo prints it, in nanoseconds.
-    static func parseTimespecPair(_ text: String) -> Int64? {
+    package static func parseTimespecPair(_ text: String) -> Int64? {
         let digits = text.trimmingCharacters(in: CharacterSet(charactersIn: "() ")).split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }
         guard digits.count == 2, let s = Int64(digits[0]), let ns = Int64(digits[1]) else { return nil }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CheckpointCapture
 import CheckpointImage
+import CheckpointRestore
 import Foundation
 
 /// `ccpm`: checkpoint (and later restore) live processes.
@@ -8,14 +9,19 @@ import Foundation
 struct CCPM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ccpm",
-        abstract: "Checkpoint running Linux processes into ccimg images.",
+        abstract: "Checkpoint running Linux processes into ccimg images, and restore them.",
         discussion: """
         Exit status of 'checkpoint': 0 the image is written; 3 no such process; 4 not permitted;
         5 the image cannot be written; 6 the parent image is missing or damaged; 7 the kernel refused;
         8 unsupported process state. On every failure the process is left running as it was.
+
+        Exit status of 'restore': the restored process's own (128 + signal if a signal ended it),
+        or with --detach 0. When the restore itself fails, a line 'ccpm: error: ...' says why and the
+        status is 10-16 for a damaged image (as 'ccimg verify'), 20 an image that cannot run here,
+        4 not permitted, 7 the kernel refused, 8 something this version cannot restore.
         """,
         version: CheckpointImageVersion.current,
-        subcommands: [Checkpoint.self]
+        subcommands: [Checkpoint.self, Restore.self]
     )
 }
 
@@ -53,6 +59,41 @@ struct Checkpoint: ParsableCommand {
             ProgressBar.clear()
             FileHandle.standardError.write(Data("ccpm: error: \(error)\n".utf8))
             throw ExitCode(error.code.exitStatus)
+        }
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bring a process back from an image or the newest image of a chain.",
+        discussion: "Without --detach ccpm stays the process's parent and exits with its exit status, as 'criu restore' does.")
+
+    @Argument(help: "The image ('-' reads it from standard input).") var image: String
+    @Flag(help: "Print the restored process's PID and exit; the process goes on without ccpm.") var detach = false
+    @Flag(help: "Restore in a new PID namespace (chosen by itself when the image's PIDs are taken here).") var pidns = false
+    @Option(help: ArgumentHelp("Directory to search for parent images by UUID (repeatable).", valueName: "DIR")) var store: [String] = []
+
+    func run() throws {
+        var options = RestoreOptions()
+        options.storeDirectories = store
+        options.newPIDNamespace = pidns
+        options.notice = { FileHandle.standardError.write(Data("ccpm: \($0)\n".utf8)) }
+        do {
+            let spooled = image == "-" ? try ImageSpool.fromStandardInput() : nil
+            defer { if let spooled { unlink(spooled) } }
+            let summary = try Restorer.restore(path: spooled ?? image, options: options)
+            for warning in summary.warnings { FileHandle.standardError.write(Data("ccpm: warning: \(warning)\n".utf8)) }
+            let namespace = summary.inNewNamespace ? " (pid \(summary.imagePID) in a new PID namespace)" : ""
+            FileHandle.standardError.write(Data(("ccpm: restored pid \(summary.pid)\(namespace), \(summary.threads) thread\(summary.threads == 1 ? "" : "s"), "
+                + "\(summary.pagesWritten) pages, in \(String(format: "%.1f", Double(summary.nanoseconds) / 1e6)) ms\n").utf8))
+            if detach {
+                print(summary.pid)
+                return
+            }
+            throw ExitCode(Restorer.waitForExit(summary))
+        } catch let error as RestoreError {
+            FileHandle.standardError.write(Data("ccpm: error: \(error)\n".utf8))
+            throw ExitCode(error.exitStatus)
         }
     }
 }

@@ -28,6 +28,9 @@ long cc_ptrace_setregs(int tid, const struct user_regs_struct *regs);
 /// PTRACE_GETREGSET for note type `type` into buf; returns the bytes filled.
 long cc_ptrace_getregset(int tid, int type, void *buf, size_t len);
 long cc_ptrace_getsigmask(int tid, uint64_t *mask);
+/// PTRACE_SETREGSET for note type `type` from buf.
+long cc_ptrace_setregset(int tid, int type, const void *buf, size_t len);
+long cc_ptrace_setsigmask(int tid, uint64_t mask);
 long cc_ptrace_geteventmsg(int tid, unsigned long *msg);
 long cc_ptrace_getsiginfo(int tid, siginfo_t *info);
 /// PTRACE_PEEKSIGINFO: up to n pending signals from `offset`, thread (shared=0) or process queue (shared=1).
@@ -73,6 +76,26 @@ long cc_pidfd_getfd(int pidfd, int targetfd);
 long cc_get_robust_list(int tid, uint64_t *head, uint64_t *len);
 long cc_prlimit_get(int pid, int resource, uint64_t *soft, uint64_t *hard);
 long cc_tgkill(int tgid, int tid, int sig);
+long cc_prlimit_set(int pid, int resource, uint64_t soft, uint64_t hard);
+
+/// open_by_handle_at(2) of a file handle as inotify's fdinfo shows it; returns the new fd.
+long cc_open_by_handle(int mount_fd, int handle_type, const void *handle, unsigned handle_bytes, int flags);
+
+// ---- spawning the process a restore fills in ------------------------------------
+/// How to start the task that becomes the restored process.
+struct cc_spawn_request {
+    int pid;                    ///< PID to take (clone3 set_tid), or 0 for any
+    int new_pid_namespace;      ///< 1: start a small init in a new PID namespace, which creates the task
+    const char *path;           ///< executable to run
+    char *const *argv;
+    char *const *envp;
+};
+/// Starts the task with clone3 (set_tid when `pid` is given): it stops itself
+/// with SIGSTOP, closes every fd above 2 and then executes `path`. Returns the
+/// pid of the direct child (the task itself, or the namespace's init, whose
+/// only child is the task and which exits with the task's exit status, or
+/// 128 + its signal). Only raw system calls run in the children.
+long cc_spawn_stopped(const struct cc_spawn_request *request);
 
 // ---- pipes --------------------------------------------------------------------
 /// Copies up to len queued bytes of the pipe `fd` into buf without consuming
@@ -112,6 +135,10 @@ extern const int cc_NT_X86_XSTATE;
 extern const unsigned long cc_PTRACE_O_TRACESYSGOOD;
 extern const unsigned long cc_PTRACE_O_EXITKILL;
 extern const int cc_PTRACE_EVENT_STOP;
+extern const int cc_PTRACE_EVENT_CLONE;
+extern const int cc_PTRACE_EVENT_EXEC;
+extern const unsigned long cc_PTRACE_O_TRACECLONE;
+extern const unsigned long cc_PTRACE_O_TRACEEXEC;
 extern const int cc_WNOHANG;
 
 #endif

@@ -1,0 +1,270 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointCapture
+import CheckpointImage
+import Foundation
+
+/// Fills the stopped, freshly executed process with the image's state, from
+/// outside (ptrace, /proc/PID/mem, prlimit) and from inside (injected calls).
+struct ProcessBuilder {
+    let image: RestoreImage
+    /// The process as traced here.
+    let pid: Int32
+    var remote: RemoteCalls
+    /// Image TID → traced TID.
+    var traced: [Int32: Int32]
+    private(set) var pagesWritten: UInt64 = 0
+    private(set) var warnings: [String] = []
+    /// What the builder is doing, for the error message.
+    private var step = "prepare the address space"
+    /// fds opened in the process to map files; closed before it runs.
+    var mappingDescriptors: [String: UInt64] = [:]
+
+    var threadCount: Int { traced.count }
+
+    static let scratchSize: UInt64 = 1 << 20
+    static let specialRoles: [Ccimg_V1_VmaRole] = [.vdso, .vvar, .vvarVclock, .vsyscall]
+
+    init(image: RestoreImage, pid: Int32) throws(RestoreError) {
+        self.image = image
+        self.pid = pid
+        traced = [image.process.pid: pid]
+        guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
+            throw RestoreError(.kernel, "the new process has no vdso to run system calls through")
+        }
+        remote = RemoteCalls(pid: pid, syscallAddress: address)
+    }
+
+    mutating func warn(_ text: String) { warnings.append(text) }
+
+    /// Runs every step; the first failure is thrown, naming its step.
+    mutating func build() throws(RestoreError) {
+        do {
+            step = "prepare the address space"
+            try prepareAddressSpace()
+            step = "map the memory"
+            try mapMemory()
+            step = "write the pages"
+            try writePages()
+            step = "set the mm fields (PR_SET_MM_MAP)"
+            try setMmFields()
+            step = "recreate the file descriptors"
+            try restoreHandles()
+            step = "restore signal dispositions, timers, cwd, umask and rlimits"
+            try restoreProcessState()
+            step = "create the threads"
+            try createThreads()
+            step = "restore the threads' state"
+            try restoreThreads()
+            step = "resume the process"
+            try resume()
+        } catch let error as RestoreError {
+            throw error
+        } catch let error as ImageError {
+            throw RestoreError(error)
+        } catch let error as SystemCallError {
+            throw RestoreError.from(error, doing: step)
+        } catch {
+            throw RestoreError(.kernel, "cannot \(step)", cause: "\(error)")
+        }
+    }
+
+    // MARK: Address space
+
+    /// Unmaps what exec mapped, moves vdso/vvar to their saved addresses and maps the scratch area.
+    mutating func prepareAddressSpace() throws {
+        let current = ProcFS.parseMaps(try ProcFS.read("/proc/\(pid)/maps"))
+        let specials = current.filter { $0.path == "[vdso]" || $0.path == "[vvar]" || $0.path == "[vvar_vclock]" }
+        for entry in current where entry.path != "[vsyscall]" && !specials.contains(entry) {
+            try remote.call("munmap", X86Syscall.munmap, [entry.start, entry.end - entry.start])
+        }
+        let saved = image.vmas.filter { [.vdso, .vvar, .vvarVclock].contains($0.role) }
+        let taken = image.vmas.map { ($0.start, $0.end) }
+        if !saved.isEmpty {
+            // Two moves, through a free area, so the final places may overlap the current ones.
+            let low = specials.map(\.start).min() ?? 0
+            let span = (specials.map(\.end).max() ?? 0) - low
+            let temporary = try Self.gap(size: span, avoiding: taken + specials.map { ($0.start, $0.end) })
+            var moved: [(ProcFS.MapsEntry, UInt64)] = []
+            for entry in specials {
+                let to = temporary + (entry.start - low)
+                try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
+                                [entry.start, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), to])
+                moved.append((entry, to))
+                if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - entry.start + to }
+            }
+            for (entry, at) in moved {
+                guard let target = saved.first(where: { $0.path == entry.path }) else {
+                    throw RestoreError(.incompatible, "the image has no \(entry.path), which this kernel maps")
+                }
+                try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
+                                [at, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), target.start])
+                if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - at + target.start }
+            }
+        }
+        let scratch = try Self.gap(size: Self.scratchSize, avoiding: taken)
+        let mapped = try remote.call("mmap(scratch)", X86Syscall.mmap,
+                                     [scratch, Self.scratchSize, UInt64(PROT_READ | PROT_WRITE),
+                                      UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Linux.MAP_FIXED_NOREPLACE), UInt64.max, 0])
+        remote.scratch = mapped
+        remote.scratchSize = Self.scratchSize
+    }
+
+    /// A page-aligned free range of `size` bytes between 4 GiB and the top of user space.
+    static func gap(size: UInt64, avoiding ranges: [(UInt64, UInt64)]) throws -> UInt64 {
+        let sorted = ranges.sorted { $0.0 < $1.0 }
+        var candidate: UInt64 = 1 << 32
+        for (start, end) in sorted {
+            if end <= candidate { continue }
+            if start >= candidate + size + 0x10000 { break }
+            candidate = (end + 0x10000 + 0xfff) & ~0xfff
+        }
+        guard candidate + size < 0x7ff0_0000_0000 else { throw RestoreError(.kernel, "no free address range for the restore's scratch area") }
+        return candidate
+    }
+
+    /// Whether a VMA is mapped from its file (rather than anonymous memory).
+    static func isFileBacked(_ vma: Ccimg_V1_Vma) -> Bool {
+        vma.path.hasPrefix("/") && vma.role != .sharedMemory && !vma.path.hasSuffix(" (deleted)")
+    }
+
+    /// Maps every saved VMA at its address with its protection (mmap MAP_FIXED, injected).
+    mutating func mapMemory() throws {
+        for vma in image.vmas where !Self.specialRoles.contains(vma.role) {
+            var flags = MAP_FIXED | (vma.shared ? MAP_SHARED : MAP_PRIVATE)
+            var fd = UInt64.max
+            if Self.isFileBacked(vma) {
+                let writable = vma.shared && vma.prot & UInt32(PROT_WRITE) != 0
+                let key = vma.path + (writable ? "\u{0}rw" : "")
+                if let open = mappingDescriptors[key] {
+                    fd = open
+                } else {
+                    let path = try remote.put(string: vma.path)
+                    fd = try remote.call("openat(\(vma.path))", X86Syscall.openat,
+                                         [UInt64(bitPattern: Int64(AT_FDCWD)), path, UInt64(writable ? O_RDWR : O_RDONLY) | UInt64(O_CLOEXEC)])
+                    mappingDescriptors[key] = fd
+                }
+            } else {
+                flags |= MAP_ANONYMOUS
+                if vma.role == .mainStack { flags |= MAP_GROWSDOWN }
+                if vma.path.hasPrefix("/") { warn("\(vma.path) at 0x\(String(vma.start, radix: 16)) is restored as private memory, no longer shared with the file") }
+            }
+            try remote.call("mmap(0x\(String(vma.start, radix: 16)))", X86Syscall.mmap,
+                            [vma.start, vma.end - vma.start, UInt64(vma.prot), UInt64(flags), fd, Self.isFileBacked(vma) ? vma.fileOffset : 0])
+        }
+    }
+
+    /// Writes every page the chain holds into the process through /proc/PID/mem,
+    /// which may write into read-only private mappings (FOLL_FORCE, as a tracer).
+    mutating func writePages() throws {
+        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+        guard mem >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
+        defer { close(mem) }
+        var writer = PageWriter(mem: mem, chain: image.chain)
+        let top = image.chain.top
+        let pageSize = UInt64(image.chain.pageSize)
+        for (v, vma) in top.memoryMap.enumerated() where !Self.specialRoles.contains(vma.role) {
+            // A shared file's pages are the file's; writing them would change the file.
+            if vma.role == .fileShared && Self.isFileBacked(vma) { continue }
+            let zeroMatters = Self.isFileBacked(vma)
+            var page: UInt64 = 0
+            for run in top.pageTables[v].runs {
+                defer { page += run.count }
+                let address = vma.start + page * pageSize
+                switch run.state {
+                case .notPopulated: continue
+                case .zero: if zeroMatters { try writer.zeros(at: address, pages: run.count) }
+                case .stored:
+                    for k in 0..<run.count { try writer.stored(level: 0, ordinal: run.firstOrdinal + k, at: address + k * pageSize) }
+                case .dedup:
+                    for (k, ordinal) in run.dedupTargets.enumerated() { try writer.stored(level: 0, ordinal: ordinal, at: address + UInt64(k) * pageSize) }
+                case .inherited:
+                    for k in 0..<run.count {
+                        let at = address + k * pageSize
+                        switch image.chain.resolve(address: at) {
+                        case .stored(let level, let ordinal): try writer.stored(level: level, ordinal: ordinal, at: at)
+                        case .zero: if zeroMatters { try writer.zeros(at: at, pages: 1) }
+                        case .notPopulated, .unmapped: continue
+                        }
+                    }
+                }
+            }
+        }
+        try writer.flush()
+        pagesWritten = writer.pages
+    }
+
+    /// Sets code/data/brk/stack/arg/env bounds and the auxv (prctl PR_SET_MM, PR_SET_MM_MAP).
+    mutating func setMmFields() throws {
+        let mm = image.process.mm
+        guard mm.startCode != 0 else { return }
+        var auxv = StructBytes()
+        for entry in image.process.auxv where entry.type != 0 { auxv.u64(entry.type); auxv.u64(entry.value) }
+        auxv.u64(0); auxv.u64(0)
+        let auxvAddress = try remote.put(auxv.bytes, at: 4096)
+        var map = StructBytes()
+        for field in [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack,
+                      mm.argStart, mm.argEnd, mm.envStart, mm.envEnd] { map.u64(field) }
+        map.u64(auxvAddress)
+        map.u32(UInt32(auxv.bytes.count))
+        map.u32(UInt32.max)     // exe_fd -1: the executable is already the one exec ran
+        let address = try remote.put(map.bytes)
+        try remote.call("prctl(PR_SET_MM, PR_SET_MM_MAP)", X86Syscall.prctl, [UInt64(Linux.PR_SET_MM), UInt64(Linux.PR_SET_MM_MAP), address, UInt64(map.bytes.count), 0])
+    }
+}
+
+/// Copies pages into the process in large contiguous writes, decompressing
+/// each frame once (the chain's readers cache their last frame).
+struct PageWriter {
+    let mem: Int32
+    let chain: ImageChain
+    private var start: UInt64 = 0
+    private var buffer: [UInt8] = []
+    private(set) var pages: UInt64 = 0
+    private var frames: [Int: (number: Int, bytes: [UInt8])] = [:]
+
+    init(mem: Int32, chain: ImageChain) {
+        self.mem = mem
+        self.chain = chain
+        buffer.reserveCapacity(8 << 20)
+    }
+
+    mutating func stored(level: Int, ordinal: UInt64, at address: UInt64) throws {
+        let reader = chain.images[level]
+        let number = reader.frameNumber(of: ordinal)
+        if frames[level]?.number != number { frames[level] = (number, try reader.frame(number)) }
+        let pageSize = chain.pageSize
+        let within = Int(ordinal % UInt64(reader.header.pagesPerFrame)) * pageSize
+        let frame = frames[level]!.bytes
+        try append(at: address) { $0 += frame[within..<(within + pageSize)] }
+    }
+
+    mutating func zeros(at address: UInt64, pages count: UInt64) throws {
+        let pageSize = chain.pageSize
+        for k in 0..<count {
+            try append(at: address + k * UInt64(pageSize)) { $0 += repeatElement(0, count: pageSize) }
+        }
+    }
+
+    private mutating func append(at address: UInt64, _ fill: (inout [UInt8]) -> Void) throws {
+        if !buffer.isEmpty && (address != start + UInt64(buffer.count) || buffer.count >= 8 << 20) { try flush() }
+        if buffer.isEmpty { start = address }
+        fill(&buffer)
+        pages += 1
+    }
+
+    mutating func flush() throws {
+        var done = 0
+        while done < buffer.count {
+            let n = buffer.withUnsafeBytes { pwrite(mem, $0.baseAddress! + done, $0.count - done, off_t(Int64(bitPattern: start + UInt64(done)))) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw SystemCallError("pwrite(/proc/PID/mem at 0x\(String(start + UInt64(done), radix: 16)))", errno: n < 0 ? errno : EIO)
+            }
+            done += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}

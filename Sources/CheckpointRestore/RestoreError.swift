@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CheckpointCapture
+import CheckpointImage
+
+/// Why a restore failed. Each code has its own `ccpm restore` exit status, and
+/// every failure kills the half-restored process first (issue #4).
+public struct RestoreError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        /// The image or its chain is damaged or missing (the ``ImageError`` class gives the status).
+        case image
+        /// The image cannot run on this machine: another architecture, CPU features, a changed file.
+        case incompatible
+        /// Not allowed to create or trace the process (restore runs as root).
+        case permissionDenied = "permission-denied"
+        /// The kernel refused a step of the restore.
+        case kernel
+        /// The image holds something this version cannot recreate.
+        case unsupported
+    }
+
+    public var code: Code
+    public var message: String
+    /// The image error behind a `.image` failure, whose class sets the exit status.
+    public var imageError: ImageError?
+    public var cause: String?
+
+    public init(_ code: Code, _ message: String, cause: String? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    init(_ error: ImageError) {
+        self.init(.image, "the image cannot be used: \(error.description)")
+        imageError = error
+    }
+
+    /// The `ccpm restore` exit status: an image problem uses its §11 status (10–16),
+    /// then incompatible 20, not permitted 4, kernel 7, unsupported 8.
+    public var exitStatus: Int32 {
+        switch code {
+        case .image: imageError?.code.exitStatus ?? 14
+        case .incompatible: 20
+        case .permissionDenied: 4
+        case .kernel: 7
+        case .unsupported: 8
+        }
+    }
+
+    public var description: String {
+        var text = message
+        if let cause { text += " (\(cause))" }
+        return text
+    }
+
+    /// Classifies a failed system call made while `doing` something.
+    static func from(_ error: SystemCallError, doing what: String) -> RestoreError {
+        switch error.errno {
+        case EPERM, EACCES:
+            RestoreError(.permissionDenied, "not permitted to \(what); run ccpm restore as root", cause: error.description)
+        default:
+            RestoreError(.kernel, "cannot \(what)", cause: error.description)
+        }
+    }
+}

@@ -1,0 +1,216 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointCapture
+import CheckpointImage
+import Foundation
+import SwiftProtobuf
+
+/// What `ccpm restore` was asked for.
+public struct RestoreOptions: Sendable {
+    /// Directories searched for parent images by UUID (§8), after the image's own directory.
+    public var storeDirectories: [String] = []
+    /// Restore in a new PID namespace even when the image's PIDs are free here.
+    public var newPIDNamespace = false
+    /// Told about choices made on the way (a new PID namespace, what was skipped).
+    public var notice: (@Sendable (String) -> Void)? = nil
+
+    public init() {}
+}
+
+/// A process brought back and running (detached from ccpm's tracing).
+public struct RestoreSummary: Sendable {
+    /// The process as this PID namespace sees it.
+    public var pid: Int32
+    /// The process's own PID (the image's), which it sees in its namespace.
+    public var imagePID: Int32
+    /// ccpm's direct child: the process, or its PID namespace's init. Wait for this one.
+    public var child: Int32
+    public var inNewNamespace: Bool
+    public var threads: Int
+    /// Pages written into the process, and bytes.
+    public var pagesWritten: UInt64
+    /// Nanoseconds from the start of the restore until the process ran again.
+    public var nanoseconds: UInt64
+    public var warnings: [String]
+}
+
+/// The restorer (issue #4): brings a process back from an image or a chain,
+/// at the same PID and TIDs, with the same memory at the same addresses, the
+/// same registers, files and signal state — the paper's loader-side restore
+/// (WriteProcessMemory, CreateRemoteThread, SetThreadContext) done with
+/// clone3, ptrace and system calls injected into the new process.
+///
+/// The steps (spec/decisions/0009-restore.md):
+/// 1. open and verify the chain; check that it can run here (architecture,
+///    XSAVE features, vdso layout, the identity of every mapped file);
+/// 2. start the image's executable with clone3(set_tid) — in a new PID
+///    namespace when its PIDs are taken — stopped at its exec;
+/// 3. from inside that process: unmap what exec mapped, move the vdso and vvar
+///    to their saved addresses, map every VMA, write the pages (/proc/PID/mem),
+///    set the mm fields (PR_SET_MM_MAP);
+/// 4. recreate file descriptors, signal dispositions, timers, cwd and umask;
+///    rlimits from outside (prlimit);
+/// 5. create the other threads (clone3 set_tid), give each its alternate
+///    stack, clear-tid address, robust list, pending signals, credentials,
+///    registers, XSAVE state and signal mask;
+/// 6. detach. A thread stopped at capture stays stopped (SIGSTOP).
+public enum Restorer {
+    /// Restores the image at `path`. On any failure the half-made process is killed and reaped.
+    public static func restore(path: String, options: RestoreOptions = RestoreOptions()) throws(RestoreError) -> RestoreSummary {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let image = try RestoreImage(path: path, storeDirectories: options.storeDirectories)
+        try image.checkCompatible()
+
+        let tids = image.threads.map(\.tid)
+        let taken = ([image.process.pid] + tids).filter { access("/proc/\($0)", F_OK) == 0 }
+        var newNamespace = options.newPIDNamespace
+        if !taken.isEmpty && !newNamespace {
+            newNamespace = true
+            options.notice?("pid \(taken.map(String.init).joined(separator: ", ")) taken here: restoring in a new PID namespace")
+        }
+        let process = try RestoredProcess(executable: image.process.exePath, imagePID: image.process.pid, newNamespace: newNamespace)
+        var builder = try ProcessBuilder(image: image, pid: process.pid)
+        try builder.build()
+        let threads = builder.threadCount
+        let pages = builder.pagesWritten
+        let warnings = builder.warnings
+        let (pid, child) = process.release()
+        return RestoreSummary(pid: pid, imagePID: image.process.pid, child: child, inNewNamespace: newNamespace,
+                              threads: threads, pagesWritten: pages,
+                              nanoseconds: DispatchTime.now().uptimeNanoseconds - start, warnings: warnings)
+    }
+}
+
+/// The image of a restore: its chain and the sections the restore needs.
+struct RestoreImage {
+    let chain: ImageChain
+    let process: Ccimg_V1_ProcessInfo
+    let threads: [Ccimg_V1_ThreadState]
+    let vmas: [Ccimg_V1_Vma]
+    let signals: Ccimg_V1_SignalDispositions
+    let handles: [Ccimg_V1_Handle]
+    let sync: Ccimg_V1_SyncObjects
+
+    init(path: String, storeDirectories: [String]) throws(RestoreError) {
+        // The whole chain is checked first (§11: every block checksum, the chain's
+        // digests); page frames are checked again as they are decompressed.
+        let report = ImageVerifier.verify(path: path, deep: false, storeDirectories: storeDirectories)
+        if let problem = report.problems.first { throw RestoreError(problem) }
+        do throws(ImageError) {
+            chain = try ImageChain.open(path: path, storeDirectories: storeDirectories)
+            let top = chain.top
+            func required<M: SwiftProtobuf.Message>(_ kind: SectionKind, _ type: M.Type) throws(ImageError) -> M {
+                guard let m = try top.section(kind, as: type) else {
+                    throw ImageError(.structural, "the image has no \(kind) section, which a restore needs", path: path)
+                }
+                return m
+            }
+            process = try required(.process, Ccimg_V1_ProcessInfo.self)
+            threads = try required(.threads, Ccimg_V1_ThreadList.self).threads
+            vmas = top.memoryMap
+            signals = try top.section(.signals, as: Ccimg_V1_SignalDispositions.self) ?? .init()
+            handles = try top.section(.handles, as: Ccimg_V1_HandleTable.self)?.handles ?? []
+            sync = try top.section(.syncObjects, as: Ccimg_V1_SyncObjects.self) ?? .init()
+        } catch {
+            throw RestoreError(error)
+        }
+        guard threads.first?.tid == process.pid else {
+            throw RestoreError(ImageError(.structural, "the first thread is not the main thread", path: path))
+        }
+    }
+
+    /// Refuses an image that cannot run here, saying exactly what differs.
+    func checkCompatible() throws(RestoreError) {
+        var name = utsname()
+        uname(&name)
+        let machine = withUnsafeBytes(of: name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let arch = chain.top.header.body.machine.arch
+        guard arch.isEmpty || arch == machine else {
+            throw RestoreError(.incompatible, "the image is for \(arch); this machine is \(machine)")
+        }
+        let enabled = cc_xgetbv0()
+        for thread in threads where thread.xsaveFeatures & ~enabled != 0 {
+            let missing = String(thread.xsaveFeatures & ~enabled, radix: 16)
+            throw RestoreError(.incompatible, "thread \(thread.tid) uses XSAVE features 0x\(missing) this CPU does not enable (XCR0 0x\(String(enabled, radix: 16)))")
+        }
+        // The vdso and vvar of this kernel must have the saved sizes to be moved into place.
+        let here = Dictionary(ProcFS.parseMaps((try? ProcFS.read("/proc/self/maps")) ?? "")
+            .filter { $0.path.hasPrefix("[v") }.map { ($0.path, $0.end - $0.start) }, uniquingKeysWith: { a, _ in a })
+        for vma in vmas where [.vdso, .vvar, .vvarVclock].contains(vma.role) {
+            guard here[vma.path] == vma.end - vma.start else {
+                throw RestoreError(.incompatible, "this kernel's \(vma.path) (\(here[vma.path].map { "\($0 / 4096) pages" } ?? "absent")) differs from the image's (\((vma.end - vma.start) / 4096) pages, kernel \(chain.top.header.body.machine.kernelRelease)); restoring across kernels is not supported yet")
+            }
+        }
+        // Every mapped file and the executable must be the very file captured.
+        var checked = Set<String>()
+        let files = vmas.filter { $0.path.hasPrefix("/") && $0.role != .sharedMemory && !$0.path.hasSuffix(" (deleted)") }
+            .map { ($0.path, $0.fileIdentity) } + [(process.exePath, process.exeIdentity)]
+        for (path, saved) in files where checked.insert(path).inserted {
+            guard let now = FileIdentity.of(path: path) else {
+                throw RestoreError(.incompatible, "\(path) is missing here; the process mapped it")
+            }
+            if let reason = Self.difference(saved: saved, now: now, path: path) {
+                throw RestoreError(.incompatible, "\(path) changed since the checkpoint (\(reason)); restore needs the same file")
+            }
+        }
+        if process.exePath.hasSuffix(" (deleted)") {
+            throw RestoreError(.incompatible, "the executable \(process.exePath) was deleted before the checkpoint")
+        }
+    }
+
+    /// Why `now` is not the file captured as `saved`, or nil when it is. A file copied to
+    /// another machine keeps its size and ELF build-id but not its inode or mtime, so an
+    /// ELF file with a build-id is recognised by those two.
+    static func difference(saved: Ccimg_V1_FileIdentity, now: Ccimg_V1_FileIdentity, path: String) -> String? {
+        if saved.size != now.size { return "size \(saved.size) then, \(now.size) now" }
+        if !saved.elfBuildID.isEmpty {
+            let buildID = ElfFile(path: path).map { Data($0.buildID) } ?? Data()
+            return buildID == saved.elfBuildID ? nil : "another ELF build-id"
+        }
+        if saved.mtimeNs != now.mtimeNs { return "modified since" }
+        return nil
+    }
+}
+
+
+extension Restorer {
+    /// Waits until the restored process ends (it is ccpm's child, or its namespace's
+    /// init is) and returns its exit status, or 128 + the signal that ended it.
+    public static func waitForExit(_ summary: RestoreSummary) -> Int32 {
+        var status: Int32 = 0
+        while true {
+            let r = cc_waitpid(summary.child, &status, 0)
+            if r == -Int(EINTR) { continue }
+            if r < 0 { return 0 }
+            if cc_wifexited(status) != 0 { return cc_wexitstatus(status) }
+            if cc_wifsignaled(status) != 0 { return 128 + cc_wtermsig(status) }
+        }
+    }
+}
+
+/// An image read from a pipe, kept in a temporary file while it is restored.
+public enum ImageSpool {
+    /// Copies standard input to a new file under $TMPDIR (or /tmp) and returns its path.
+    public static func fromStandardInput() throws(RestoreError) -> String {
+        let directory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        var template = Array("\(directory)/ccpm-restore-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw RestoreError(.image, "cannot spool the image from standard input", cause: "'mkstemp' failed: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let path = String(cString: template)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            let written = buffer.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+            guard written == n else {
+                unlink(path)
+                throw RestoreError(.image, "cannot spool the image to \(path)", cause: "'write' failed: \(String(cString: strerror(errno)))")
+            }
+        }
+        return path
+    }
+}
