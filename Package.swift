@@ -77,12 +77,9 @@ let package = Package(
             dependencies: ["CheckpointImage", "ImageFixtures"]
         ),
         .testTarget(
+            // End-to-end runs on real processes: capture, and restore (they share the process helpers).
             name: "CheckpointCaptureTests",
-            dependencies: ["CheckpointCapture", "CheckpointImage"]
-        ),
-        .testTarget(
-            name: "CheckpointRestoreTests",
-            dependencies: ["CheckpointRestore", "CheckpointCapture", "CheckpointImage"]
+            dependencies: ["CheckpointCapture", "CheckpointRestore", "CheckpointImage", "CCheckpointKernel"]
         ),
     ]
 )

@@ -5,6 +5,7 @@
 #include <linux/elf.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
@@ -244,4 +245,9 @@ long cc_open_by_handle(int mount_fd, int handle_type, const void *handle, unsign
     fh.h.handle_type = handle_type;
     memcpy(fh.h.f_handle, handle, handle_bytes);
     CC_RET(open_by_handle_at(mount_fd, &fh.h, flags));
+}
+
+long cc_spawn_actions_closefrom(void *actions, int from) {
+    int r = posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+    return r ? -r : 0;
 }

@@ -128,11 +128,10 @@ extension ProcessBuilder {
         }
     }
 
-    /// Closes the mapping fds, unmaps the scratch area, sets every thread's
+    /// Unmaps the scratch area, sets every thread's
     /// registers, XSAVE state and signal mask, and detaches. A thread inside an
     /// interrupted system call goes back into it, as the paper re-runs the wait.
     mutating func resume() throws {
-        for fd in Set(mappingDescriptors.values) { try remote.call("close", X86Syscall.close, [fd]) }
         try remote.call("munmap(scratch)", X86Syscall.munmap, [remote.scratch, remote.scratchSize])
         for thread in image.threads {
             let tid = traced[thread.tid]!

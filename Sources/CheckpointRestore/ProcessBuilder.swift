@@ -19,8 +19,6 @@ struct ProcessBuilder {
     private(set) var warnings: [String] = []
     /// What the builder is doing, for the error message.
     private var step = "prepare the address space"
-    /// fds opened in the process to map files; closed before it runs.
-    var mappingDescriptors: [String: UInt64] = [:]
 
     var threadCount: Int { traced.count }
 
@@ -132,6 +130,7 @@ struct ProcessBuilder {
 
     /// Maps every saved VMA at its address with its protection (mmap MAP_FIXED, injected).
     mutating func mapMemory() throws {
+        var mappingDescriptors: [String: UInt64] = [:]
         for vma in image.vmas where !Self.specialRoles.contains(vma.role) {
             var flags = MAP_FIXED | (vma.shared ? MAP_SHARED : MAP_PRIVATE)
             var fd = UInt64.max
@@ -154,6 +153,8 @@ struct ProcessBuilder {
             try remote.call("mmap(0x\(String(vma.start, radix: 16)))", X86Syscall.mmap,
                             [vma.start, vma.end - vma.start, UInt64(vma.prot), UInt64(flags), fd, Self.isFileBacked(vma) ? vma.fileOffset : 0])
         }
+        // The mappings hold their files; the fds would take numbers the saved ones need.
+        for fd in Set(mappingDescriptors.values) { try remote.call("close", X86Syscall.close, [fd]) }
     }
 
     /// Writes every page the chain holds into the process through /proc/PID/mem,

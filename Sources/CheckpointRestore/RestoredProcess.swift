@@ -118,9 +118,20 @@ public struct RestoredProcess: ~Copyable {
     }
 
     private static func kill(child: Int32, task: Int32) {
-        if task > 0 { _ = Glibc.kill(task, SIGKILL) }
-        _ = Glibc.kill(child, SIGKILL)
         var status: Int32 = 0
+        if task > 0 {
+            // A traced thread's exit is reported to its tracer first: every traced thread
+            // is reaped here, the task's leader last, before the namespace's init (which
+            // waits for every task in it as it dies) can end.
+            _ = Glibc.kill(task, SIGKILL)
+            while true {
+                let r = cc_waitpid(-1, &status, 0)
+                if r == -Int(EINTR) { continue }
+                if r < 0 || r == Int(task) { break }
+            }
+        }
+        guard child != task else { return }
+        _ = Glibc.kill(child, SIGKILL)
         var r = cc_waitpid(child, &status, 0)
         while r == -Int(EINTR) { r = cc_waitpid(child, &status, 0) }
     }

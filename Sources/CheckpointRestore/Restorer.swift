@@ -199,7 +199,7 @@ public enum ImageSpool {
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw RestoreError(.image, "cannot spool the image from standard input", cause: "'mkstemp' failed: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let path = String(cString: template)
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CCheckpointKernel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,7 +50,9 @@ enum CaptureSupport {
         let pid: pid_t
         let out: String
         let err: String
-        init(pid: pid_t, out: String, err: String) { self.pid = pid; self.out = out; self.err = err }
+        /// The output files are ours to delete (the caller named none).
+        let ownsFiles: Bool
+        init(pid: pid_t, out: String, err: String, ownsFiles: Bool) { self.pid = pid; self.out = out; self.err = err; self.ownsFiles = ownsFiles }
     }
 
     nonisolated(unsafe) static var spawned: [pid_t: Spawned] = [:]
@@ -64,6 +67,8 @@ enum CaptureSupport {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Only 0-2: the test runner's own descriptors (sockets to its parent) stay out of the workload.
+        _ = cc_spawn_actions_closefrom(&actions, 3)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         // A clean signal state: test-runner threads block signals, and a child inherits that mask.
@@ -80,7 +85,7 @@ enum CaptureSupport {
         let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard rc == 0 else { throw TestFailure("posix_spawn \(executable): \(String(cString: strerror(rc)))") }
         spawnLock.lock()
-        spawned[pid] = Spawned(pid: pid, out: out, err: err)
+        spawned[pid] = Spawned(pid: pid, out: out, err: err, ownsFiles: stdout == nil && stderr == nil)
         spawnLock.unlock()
         return pid
     }
@@ -96,7 +101,7 @@ enum CaptureSupport {
         spawnLock.unlock()
         let out = s.flatMap { try? String(contentsOfFile: $0.out, encoding: .utf8) } ?? ""
         let err = s.flatMap { try? String(contentsOfFile: $0.err, encoding: .utf8) } ?? ""
-        if let s { unlink(s.out); unlink(s.err) }
+        if let s, s.ownsFiles { unlink(s.out); unlink(s.err) }
         let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Result(status: code, stdout: out, stderr: err)
     }

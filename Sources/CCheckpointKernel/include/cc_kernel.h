@@ -81,6 +81,9 @@ long cc_prlimit_set(int pid, int resource, uint64_t soft, uint64_t hard);
 /// open_by_handle_at(2) of a file handle as inotify's fdinfo shows it; returns the new fd.
 long cc_open_by_handle(int mount_fd, int handle_type, const void *handle, unsigned handle_bytes, int flags);
 
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34, _GNU_SOURCE): close every fd >= from in the child.
+long cc_spawn_actions_closefrom(void *actions, int from);
+
 // ---- spawning the process a restore fills in ------------------------------------
 /// How to start the task that becomes the restored process.
 struct cc_spawn_request {

@@ -1,0 +1,198 @@
+import CheckpointImage
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// End-to-end restores (issue #4): run a workload undisturbed and record its
+/// output; run it again, checkpoint it midway (which kills it), restore it,
+/// and require the same output.
+@Suite(.serialized)
+struct RestoreTests {
+    let ccpm = CaptureSupport.tool("ccpm")
+    let ccimg = CaptureSupport.tool("ccimg")
+
+    /// A workload started as our child (so we reap it and its PID is free again),
+    /// its standard output and error going to `output`.
+    struct Workload {
+        let pid: Int32
+        let output: String
+        var text: String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+
+        init(_ program: String, _ arguments: [String], output: String) throws {
+            self.output = output
+            pid = try CaptureSupport.spawn(program, arguments, stdout: output, stderr: output)
+        }
+
+        func waitFor(_ needle: String, seconds: Double = 20) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if text.contains(needle) { return true }
+                usleep(10_000)
+            }
+            return false
+        }
+
+        /// Reaps the killed workload, so that its PID is free for the restore.
+        func reap() throws { _ = try CaptureSupport.wait(pid) }
+    }
+
+    /// The lines of an output with the READY line (pid, addresses) dropped.
+    static func body(_ text: String) -> [String] { text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("READY") } }
+
+    func checkpoint(_ pid: Int32, _ image: String, _ extra: [String] = []) throws {
+        let r = try CaptureSupport.run(ccpm, ["checkpoint", String(pid), "-o", image] + extra)
+        try #require(r.status == 0, "ccpm checkpoint: \(r.stderr)")
+    }
+
+    @Test("a multithreaded process with files, pipes, eventfd, timerfd, inotify and a pending signal finishes as if undisturbed")
+    func stateProgramContinues() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = try CaptureSupport.program("state")
+        let undisturbed = try CaptureSupport.run(state, ["16", "\(dir)/file-a.txt"])
+        #expect(undisturbed.status == 0)
+
+        let workload = try Workload(state, ["16", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 4"))
+        try checkpoint(workload.pid, "\(dir)/s.ccimg")
+        try workload.reap()
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/s.ccimg"])
+        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
+        #expect(restored.stderr.contains("restored pid \(workload.pid), 5 threads"), "\(restored.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout), "\(workload.text)")
+        #expect(workload.text.contains("offset=1234 usr2-pending=1"))
+    }
+
+    @Test("threads contending on a mutex and a condition variable, checkpointed while they contend")
+    func contendingThreads() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let contend = try CaptureSupport.program("contend")
+        let undisturbed = try CaptureSupport.run(contend, ["30"])
+        let workload = try Workload(contend, ["30"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("round 8 "))
+        try checkpoint(workload.pid, "\(dir)/c.ccimg")
+        try workload.reap()
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/c.ccimg"])
+        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+        #expect(workload.text.hasSuffix("DONE rounds=30\n"))
+    }
+
+    @Test("python3 running a computation")
+    func python() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = """
+        import sys, time
+        print("READY", flush=True)
+        total = 0
+        for step in range(1, 41):
+            total += sum(i * i % 7919 for i in range(step * 2000))
+            print("step", step, total, flush=True)
+            time.sleep(0.03)
+        print("DONE", total, flush=True)
+        """
+        try script.write(toFile: "\(dir)/compute.py", atomically: true, encoding: .utf8)
+        let undisturbed = try CaptureSupport.run("/usr/bin/python3", ["\(dir)/compute.py"])
+        let workload = try Workload("/usr/bin/python3", ["\(dir)/compute.py"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("step 10 "))
+        try checkpoint(workload.pid, "\(dir)/p.ccimg")
+        try workload.reap()
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/p.ccimg"])
+        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout), "\(workload.text)")
+    }
+
+    @Test("a chain of three incremental images restores from the last; its flattened form too, and twice in separate PID namespaces")
+    func chainFlattenedAndNamespaces() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = try CaptureSupport.program("state")
+        let undisturbed = try CaptureSupport.run(state, ["30", "\(dir)/file-a.txt"])
+        let workload = try Workload(state, ["30", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 2"))
+        try checkpoint(workload.pid, "\(dir)/1.ccimg", ["--track"])
+        try #require(workload.waitFor("tick 4"))
+        try checkpoint(workload.pid, "\(dir)/2.ccimg", ["--parent", "\(dir)/1.ccimg", "--track"])
+        try #require(workload.waitFor("tick 6"))
+        try checkpoint(workload.pid, "\(dir)/3.ccimg", ["--parent", "\(dir)/2.ccimg"])
+        try workload.reap()
+        let cut = workload.text
+
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/3.ccimg"])
+        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+
+        let flat = try CaptureSupport.run(ccimg, ["flatten", "\(dir)/3.ccimg", "-o", "\(dir)/flat.ccimg"])
+        try #require(flat.status == 0, "ccimg flatten: \(flat.stderr)")
+        // The same image, twice at once, each in a PID namespace of its own (both write
+        // the same bytes at the same offsets of the output file).
+        try cut.write(toFile: workload.output, atomically: false, encoding: .utf8)
+        let first = try CaptureSupport.spawn(ccpm, ["restore", "--pidns", "\(dir)/flat.ccimg"], stdout: "\(dir)/r1.txt", stderr: "\(dir)/r1.txt")
+        let second = try CaptureSupport.spawn(ccpm, ["restore", "--pidns", "\(dir)/flat.ccimg"], stdout: "\(dir)/r2.txt", stderr: "\(dir)/r2.txt")
+        let r1 = try CaptureSupport.wait(first), r2 = try CaptureSupport.wait(second)
+        let log1 = (try? String(contentsOfFile: "\(dir)/r1.txt", encoding: .utf8)) ?? ""
+        let log2 = (try? String(contentsOfFile: "\(dir)/r2.txt", encoding: .utf8)) ?? ""
+        #expect(r1.status == 0 && r2.status == 0, "\(log1)\n\(log2)")
+        #expect(log1.contains("in a new PID namespace") && log2.contains("in a new PID namespace"))
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+    }
+
+    @Test("a restored process is checkpointed and restored again")
+    func restoreCheckpointRestore() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = try CaptureSupport.program("state")
+        let undisturbed = try CaptureSupport.run(state, ["24", "\(dir)/file-a.txt"])
+        let workload = try Workload(state, ["24", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 3"))
+        try checkpoint(workload.pid, "\(dir)/a.ccimg")
+        try workload.reap()
+        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "\(dir)/a.ccimg"])
+        try #require(detached.status == 0, "ccpm restore --detach: \(detached.stderr)")
+        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(pid == workload.pid)
+        try #require(workload.waitFor("tick 10"))
+        try checkpoint(pid, "\(dir)/b.ccimg")
+        // The restored process was reparented to init, which reaps it in its own time:
+        // the second restore takes a new PID namespace when the PID is still taken.
+        let again = try CaptureSupport.run(ccpm, ["restore", "\(dir)/b.ccimg"])
+        #expect(again.status == 0, "second restore: \(again.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+    }
+
+    @Test("a damaged image or a changed executable is refused before anything runs")
+    func refusals() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A private copy of the program, changed after the checkpoint.
+        let program = "\(dir)/state-copy"
+        try FileManager.default.copyItem(atPath: try CaptureSupport.program("state"), toPath: program)
+        let workload = try Workload(program, ["200", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 1"))
+        try checkpoint(workload.pid, "\(dir)/s.ccimg")
+        try workload.reap()
+
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(dir)/s.ccimg")))
+        bytes[bytes.count / 2] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/damaged.ccimg"))
+        let damaged = try CaptureSupport.run(ccpm, ["restore", "\(dir)/damaged.ccimg"])
+        #expect((10...16).contains(damaged.status), "status \(damaged.status): \(damaged.stderr)")
+        #expect(damaged.stderr.hasPrefix("ccpm: error:") && damaged.stderr.split(separator: "\n").count == 1, "\(damaged.stderr)")
+        #expect(access("/proc/\(workload.pid)", F_OK) != 0, "nothing runs under the image's pid")
+
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: program))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("changed".utf8))
+        try handle.close()
+        let changed = try CaptureSupport.run(ccpm, ["restore", "\(dir)/s.ccimg"])
+        #expect(changed.status == 20, "status \(changed.status): \(changed.stderr)")
+        #expect(changed.stderr.contains("\(program) changed since the checkpoint"), "\(changed.stderr)")
+        #expect(access("/proc/\(workload.pid)", F_OK) != 0)
+        #expect(workload.text.contains("DONE") == false)
+    }
+}
