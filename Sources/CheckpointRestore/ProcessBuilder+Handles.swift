@@ -17,9 +17,15 @@ extension ProcessBuilder {
         guard h.fd <= 2 else { return false }
         switch h.type {
         case .tty, .socket, .fifo: return true
-        case .pipe: return image.handles.filter { $0.type == .pipe && $0.pipeID == h.pipeID }.count < 2
+        case .pipe: return !holdsOtherEnd(h)
         default: return false
         }
+    }
+
+    /// Whether the process also holds the other end of pipe `h` (a read end for a write end).
+    func holdsOtherEnd(_ h: Ccimg_V1_Handle) -> Bool {
+        let mode = h.openFlags & UInt32(O_ACCMODE)
+        return image.handles.contains { $0.type == .pipe && $0.pipeID == h.pipeID && $0.openFlags & UInt32(O_ACCMODE) != mode }
     }
 
     mutating func restoreHandles() throws {
@@ -71,7 +77,7 @@ extension ProcessBuilder {
                     try writeAll(Array(unread), to: write)
                     ends = (read, write)
                     pipeEnds[h.pipeID] = ends
-                    if image.handles.filter({ $0.pipeID == h.pipeID }).count < 2 {
+                    if !holdsOtherEnd(h) {
                         warn("fd \(h.fd): the other end of its pipe was outside the process; that end is restored closed")
                     }
                 }

@@ -195,4 +195,20 @@ struct RestoreTests {
         #expect(access("/proc/\(workload.pid)", F_OK) != 0)
         #expect(workload.text.contains("DONE") == false)
     }
+
+    @Test("the archived image under fixtures/ (a static program, captured once) restores and finishes here")
+    func archivedImage() throws {
+        let root = CaptureSupport.repoRoot.path
+        // The image names its executable at this fixed path; the committed binary is that file.
+        try FileManager.default.createDirectory(atPath: "/tmp/ccpm-archive", withIntermediateDirectories: true)
+        let target = "/tmp/ccpm-archive/counter-static"
+        try? FileManager.default.removeItem(atPath: target)
+        try FileManager.default.copyItem(atPath: "\(root)/fixtures/programs/bin/counter-static", toPath: target)
+        let before = try String(contentsOfFile: "\(root)/fixtures/images/restore/counter-static.before.txt", encoding: .utf8)
+        let last = try #require(before.split(separator: "\n").last.flatMap { Int($0.split(separator: " ").last ?? "") })
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(root)/fixtures/images/restore/counter-static.ccimg"])
+        #expect(restored.status == 3, "ccpm restore: \(restored.stderr)")
+        let expected = ((last + 1)...40).map { "count \($0)" } + ["END sum=79540 marker=archived .data marker"]
+        #expect(restored.stdout.split(separator: "\n").map(String.init) == expected)
+    }
 }
