@@ -37,8 +37,50 @@ extension ProcessBuilder {
             let address = try remote.put(value.bytes)
             try remote.call("setitimer(\(timer.which))", X86Syscall.setitimer, [UInt64(timer.which), address, 0])
         }
-        if !image.sync.posixTimers.isEmpty {
-            throw RestoreError(.unsupported, "the process has \(image.sync.posixTimers.count) POSIX timer(s) (timer_create); this version does not restore them yet")
+        try restorePosixTimers()
+    }
+
+    /// POSIX timers (timer_create) with their IDs, signals and remaining times. The kernel
+    /// gives a new timer the ID asked for after prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)
+    /// (Linux 6.15); without it, timers are created and dropped until the ID comes up.
+    mutating func restorePosixTimers() throws {
+        let timers = image.sync.posixTimers.sorted { $0.id < $1.id }
+        guard !timers.isEmpty else { return }
+        let byRequest = (try? remote.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", X86Syscall.prctl,
+                                          [UInt64(Linux.PR_TIMER_CREATE_RESTORE_IDS), 1, 0, 0, 0])) != nil
+        var spares: [UInt64] = []
+        for timer in timers {
+            var event = StructBytes()         // struct sigevent: value, signo, notify, tid, padding to 64
+            event.u64(timer.sigval); event.i32(timer.signo); event.i32(timer.notify)
+            let notifyTID = traced.keys.contains(timer.notifyTid) ? timer.notifyTid : image.process.pid
+            event.i32(timer.notify & 4 != 0 ? notifyTID : 0)
+            while event.bytes.count < 64 { event.u32(0) }
+            let eventAddress = try remote.put(event.bytes)
+            var created: UInt64 = 0
+            for _ in 0..<65536 {
+                var id = StructBytes()
+                id.i32(timer.id)
+                let idAddress = try remote.put(id.bytes, at: 512)
+                try remote.call("timer_create", X86Syscall.timerCreate, [UInt64(timer.clockID), eventAddress, idAddress])
+                let got = try remote.get(4, at: 512).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+                created = UInt64(got)
+                if got == timer.id { break }
+                guard !byRequest, got < timer.id else {
+                    throw RestoreError(.kernel, "POSIX timer \(timer.id) came back as \(got)")
+                }
+                spares.append(created)
+            }
+            if timer.valueNs > 0 {
+                var spec = StructBytes()
+                spec.timespec(timer.intervalNs)
+                spec.timespec(timer.valueNs)
+                let address = try remote.put(spec.bytes, at: 1024)
+                try remote.call("timer_settime(\(timer.id))", X86Syscall.timerSettime, [created, 0, address, 0])
+            }
+        }
+        for spare in spares { try remote.call("timer_delete", Linux.SYS_timer_delete, [spare]) }
+        if byRequest {
+            try remote.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", X86Syscall.prctl, [UInt64(Linux.PR_TIMER_CREATE_RESTORE_IDS), 0, 0, 0, 0])
         }
     }
 

@@ -199,8 +199,13 @@ struct ProcessBuilder {
 
     /// Sets code/data/brk/stack/arg/env bounds and the auxv (prctl PR_SET_MM, PR_SET_MM_MAP).
     mutating func setMmFields() throws {
-        let mm = image.process.mm
+        var mm = image.process.mm
         guard mm.startCode != 0 else { return }
+        if mm.brk < mm.startBrk {
+            // brk is read by an injected brk(0), which a capture of a stopped process
+            // skips: the end of the heap VMA is the break to page precision.
+            mm.brk = image.vmas.first { $0.role == .heap }?.end ?? mm.startBrk
+        }
         var auxv = StructBytes()
         for entry in image.process.auxv where entry.type != 0 { auxv.u64(entry.type); auxv.u64(entry.value) }
         auxv.u64(0); auxv.u64(0)

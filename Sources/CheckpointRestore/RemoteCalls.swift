@@ -94,4 +94,6 @@ enum Linux {
     static let PR_SET_MM = 35                     // linux/prctl.h
     static let PR_SET_MM_MAP = 14
     static let SYS_tgkill = 234
+    static let SYS_timer_delete = 226
+    static let PR_TIMER_CREATE_RESTORE_IDS = 77   // Linux 6.15
 }

@@ -211,4 +211,90 @@ struct RestoreTests {
         let expected = ((last + 1)...40).map { "count \($0)" } + ["END sum=79540 marker=archived .data marker"]
         #expect(restored.stdout.split(separator: "\n").map(String.init) == expected)
     }
+
+    @Test("POSIX and interval timers are re-armed with their IDs and signals")
+    func timers() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let timer = try CaptureSupport.program("timer")
+        let undisturbed = try CaptureSupport.run(timer, ["40"])
+        let workload = try Workload(timer, ["40"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 10"))
+        try checkpoint(workload.pid, "\(dir)/t.ccimg")
+        try workload.reap()
+        let sync = try #require(try ImageReader(path: "\(dir)/t.ccimg").section(.syncObjects, as: Ccimg_V1_SyncObjects.self))
+        #expect(sync.posixTimers.map(\.id).sorted() == [0, 1] && sync.intervalTimers.count == 1)
+        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/t.ccimg"])
+        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout), "\(workload.text)")
+    }
+
+    @Test("a process stopped by SIGSTOP comes back stopped, and goes on after SIGCONT")
+    func stoppedStaysStopped() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = try CaptureSupport.program("state")
+        let workload = try Workload(state, ["12", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 2"))
+        kill(workload.pid, SIGSTOP)
+        usleep(100_000)
+        try checkpoint(workload.pid, "\(dir)/s.ccimg")
+        try workload.reap()
+        let restored = try CaptureSupport.spawn(ccpm, ["restore", "\(dir)/s.ccimg"], stdout: "\(dir)/r.txt", stderr: "\(dir)/r.txt")
+        var state_: Character? = nil
+        for _ in 0..<300 {
+            if let text = try? String(contentsOfFile: "/proc/\(workload.pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") {
+                state_ = text[text.index(close, offsetBy: 2)]
+                if state_ == "T" { break }
+            }
+            usleep(10_000)
+        }
+        #expect(state_ == "T", "the restored process is stopped")
+        let ticks = workload.text.components(separatedBy: "tick").count
+        usleep(300_000)
+        #expect(workload.text.components(separatedBy: "tick").count == ticks, "a stopped process prints nothing")
+        kill(workload.pid, SIGCONT)
+        let result = try CaptureSupport.wait(restored)
+        #expect(result.status == 0)
+        #expect(workload.text.contains("DONE"))
+    }
+
+    @Test("credentials come last: a process of an ordinary user runs as that user again")
+    func credentials() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o777)
+        let state = try CaptureSupport.program("state")
+        chmod(CaptureSupport.buildDirectory, 0o755)
+        let workload = try Workload("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", state, "14", "\(dir)/file.txt"],
+                                    output: "\(dir)/out.txt")
+        try #require(workload.waitFor("tick 2"))
+        try checkpoint(workload.pid, "\(dir)/u.ccimg")
+        try workload.reap()
+        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "\(dir)/u.ccimg"])
+        try #require(detached.status == 0, "\(detached.stderr)")
+        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        #expect(status.contains("Uid:\t65534\t65534\t65534\t65534") && status.contains("Gid:\t65534\t65534\t65534\t65534"), "\(status)")
+        #expect(workload.waitFor("DONE"))
+    }
+
+    @Test("a failure in the middle of a restore (a socket) kills the half-made process and says why")
+    func failureMidway() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let workload = try Workload("/usr/bin/python3", ["-c", "import socket, time\ns = socket.socket()\nprint('READY', flush=True)\ntime.sleep(30)"],
+                                    output: "\(dir)/out.txt")
+        try #require(workload.waitFor("READY"))
+        try checkpoint(workload.pid, "\(dir)/k.ccimg")
+        try workload.reap()
+        for extra in [[], ["--pidns"]] {
+            let r = try CaptureSupport.run(ccpm, ["restore"] + extra + ["\(dir)/k.ccimg"])
+            #expect(r.status == 8, "\(r.stderr)")
+            #expect(r.stderr.contains("is a socket"))
+            #expect(access("/proc/\(workload.pid)", F_OK) != 0, "no half-restored process is left")
+        }
+    }
 }
