@@ -229,6 +229,8 @@ long cc_spawn_stopped(const struct cc_spawn_request *r) {
     long task = cc_clone3(0, r->pid);
     if (task < 0) syscall(SYS_exit_group, 126);
     if (task == 0) cc_become_task(r);
+    // The init holds no fds: a reader of ccpm's output must not wait for it to end.
+    syscall(SYS_close_range, 0, ~0U, 0);
     for (;;) {
         int status = 0;
         long w = syscall(SYS_wait4, -1, &status, 0, NULL);

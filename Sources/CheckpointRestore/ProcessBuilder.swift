@@ -21,13 +21,21 @@ struct ProcessBuilder {
     private var step = "prepare the address space"
 
     var threadCount: Int { traced.count }
+    /// This kernel's vdso in the process (start, size), when the image's is redirected to it.
+    var newVdso: (start: UInt64, size: UInt64)? = nil
 
     static let scratchSize: UInt64 = 1 << 20
     static let specialRoles: [Ccimg_V1_VmaRole] = [.vdso, .vvar, .vvarVclock, .vsyscall]
 
-    init(image: RestoreImage, pid: Int32) throws(RestoreError) {
+    /// Redirect the image's vdso to this kernel's instead of moving this kernel's into place.
+    let vdsoProxy: Bool
+    /// Roles whose VMAs the restore does not map from the image.
+    var skippedRoles: [Ccimg_V1_VmaRole] { vdsoProxy ? [.vvar, .vvarVclock, .vsyscall] : Self.specialRoles }
+
+    init(image: RestoreImage, pid: Int32, vdsoProxy: Bool) throws(RestoreError) {
         self.image = image
         self.pid = pid
+        self.vdsoProxy = vdsoProxy
         traced = [image.process.pid: pid]
         guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
             throw RestoreError(.kernel, "the new process has no vdso to run system calls through")
@@ -46,6 +54,10 @@ struct ProcessBuilder {
             try mapMemory()
             step = "write the pages"
             try writePages()
+            if vdsoProxy {
+                step = "redirect the image's vdso to this kernel's"
+                try redirectVdso()
+            }
             step = "set the mm fields (PR_SET_MM_MAP)"
             try setMmFields()
             step = "recreate the file descriptors"
@@ -79,11 +91,26 @@ struct ProcessBuilder {
             try remote.call("munmap", X86Syscall.munmap, [entry.start, entry.end - entry.start])
         }
         let saved = image.vmas.filter { [.vdso, .vvar, .vvarVclock].contains($0.role) }
-        let taken = image.vmas.map { ($0.start, $0.end) }
-        if !saved.isEmpty {
+        var taken = image.vmas.map { ($0.start, $0.end) }
+        let low = specials.map(\.start).min() ?? 0
+        let span = (specials.map(\.end).max() ?? 0) - low
+        if vdsoProxy {
+            // This kernel's vdso and vvar stay, out of the way of every saved VMA.
+            let overlaps = specials.contains { s in taken.contains { $0.0 < s.end && s.start < $0.1 } }
+            var base = low
+            if overlaps {
+                base = try Self.gap(size: span, avoiding: taken + specials.map { ($0.start, $0.end) })
+                for entry in specials {
+                    let to = base + (entry.start - low)
+                    try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
+                                    [entry.start, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), to])
+                    if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - entry.start + to }
+                }
+            }
+            newVdso = specials.first { $0.path == "[vdso]" }.map { (base + ($0.start - low), $0.end - $0.start) }
+            taken += specials.map { (base + ($0.start - low), base + ($0.end - low)) }
+        } else if !saved.isEmpty {
             // Two moves, through a free area, so the final places may overlap the current ones.
-            let low = specials.map(\.start).min() ?? 0
-            let span = (specials.map(\.end).max() ?? 0) - low
             let temporary = try Self.gap(size: span, avoiding: taken + specials.map { ($0.start, $0.end) })
             var moved: [(ProcFS.MapsEntry, UInt64)] = []
             for entry in specials {
@@ -131,7 +158,7 @@ struct ProcessBuilder {
     /// Maps every saved VMA at its address with its protection (mmap MAP_FIXED, injected).
     mutating func mapMemory() throws {
         var mappingDescriptors: [String: UInt64] = [:]
-        for vma in image.vmas where !Self.specialRoles.contains(vma.role) {
+        for vma in image.vmas where !skippedRoles.contains(vma.role) {
             var flags = MAP_FIXED | (vma.shared ? MAP_SHARED : MAP_PRIVATE)
             var fd = UInt64.max
             if Self.isFileBacked(vma) {
@@ -166,7 +193,7 @@ struct ProcessBuilder {
         var writer = PageWriter(mem: mem, chain: image.chain)
         let top = image.chain.top
         let pageSize = UInt64(image.chain.pageSize)
-        for (v, vma) in top.memoryMap.enumerated() where !Self.specialRoles.contains(vma.role) {
+        for (v, vma) in top.memoryMap.enumerated() where !skippedRoles.contains(vma.role) {
             // A shared file's pages are the file's; writing them would change the file.
             if vma.role == .fileShared && Self.isFileBacked(vma) { continue }
             let zeroMatters = Self.isFileBacked(vma)
@@ -195,6 +222,24 @@ struct ProcessBuilder {
         }
         try writer.flush()
         pagesWritten = writer.pages
+    }
+
+    /// Overwrites each function of the image's vdso (restored at its address) with a
+    /// jump to the same function of this kernel's vdso (`VdsoProxy`).
+    mutating func redirectVdso() throws {
+        guard let old = image.vmas.first(where: { $0.role == .vdso }), let new = newVdso else {
+            throw RestoreError(.incompatible, "the image has no vdso to redirect")
+        }
+        let oldBytes = try image.chain.readMemory(address: old.start, length: old.end - old.start)
+        var newBytes = [UInt8](repeating: 0, count: Int(new.size))
+        try kernelCall("process_vm_readv([vdso])", newBytes.withUnsafeMutableBytes { cc_process_vm_read(pid, $0.baseAddress, $0.count, new.start) })
+        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+        guard mem >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
+        defer { close(mem) }
+        for patch in try VdsoProxy.patches(old: oldBytes, oldBase: old.start, new: newBytes, newBase: new.start) {
+            let n = patch.bytes.withUnsafeBytes { pwrite(mem, $0.baseAddress, $0.count, off_t(Int64(bitPattern: patch.address))) }
+            guard n == patch.bytes.count else { throw SystemCallError("pwrite(/proc/\(pid)/mem, vdso)", errno: n < 0 ? errno : EIO) }
+        }
     }
 
     /// Sets code/data/brk/stack/arg/env bounds and the auxv (prctl PR_SET_MM, PR_SET_MM_MAP).

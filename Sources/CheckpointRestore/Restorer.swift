@@ -13,6 +13,9 @@ public struct RestoreOptions: Sendable {
     public var storeDirectories: [String] = []
     /// Restore in a new PID namespace even when the image's PIDs are free here.
     public var newPIDNamespace = false
+    /// Redirect the image's vdso to this kernel's even when their layouts match
+    /// (what a restore on another kernel does by itself).
+    public var vdsoProxy = false
     /// Told about choices made on the way (a new PID namespace, what was skipped).
     public var notice: (@Sendable (String) -> Void)? = nil
 
@@ -61,7 +64,8 @@ public enum Restorer {
     public static func restore(path: String, options: RestoreOptions = RestoreOptions()) throws(RestoreError) -> RestoreSummary {
         let start = DispatchTime.now().uptimeNanoseconds
         let image = try RestoreImage(path: path, storeDirectories: options.storeDirectories)
-        try image.checkCompatible()
+        let vdsoMatches = try image.checkCompatible()
+        if !vdsoMatches { options.notice?("this kernel's vdso differs from the image's: its functions are redirected to this kernel's") }
 
         let tids = image.threads.map(\.tid)
         let taken = ([image.process.pid] + tids).filter { access("/proc/\($0)", F_OK) == 0 }
@@ -71,7 +75,7 @@ public enum Restorer {
             options.notice?("pid \(taken.map(String.init).joined(separator: ", ")) taken here: restoring in a new PID namespace")
         }
         let process = try RestoredProcess(executable: image.process.exePath, imagePID: image.process.pid, newNamespace: newNamespace)
-        var builder = try ProcessBuilder(image: image, pid: process.pid)
+        var builder = try ProcessBuilder(image: image, pid: process.pid, vdsoProxy: options.vdsoProxy || !vdsoMatches)
         try builder.build()
         let threads = builder.threadCount
         let pages = builder.pagesWritten
@@ -121,8 +125,10 @@ struct RestoreImage {
         }
     }
 
-    /// Refuses an image that cannot run here, saying exactly what differs.
-    func checkCompatible() throws(RestoreError) {
+    /// Refuses an image that cannot run here, saying exactly what differs. Returns
+    /// whether this kernel's vdso and vvar have the image's layout (else they are
+    /// redirected to, which needs the image's vdso pages).
+    func checkCompatible() throws(RestoreError) -> Bool {
         var name = utsname()
         uname(&name)
         let machine = withUnsafeBytes(of: name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
@@ -135,13 +141,13 @@ struct RestoreImage {
             let missing = String(thread.xsaveFeatures & ~enabled, radix: 16)
             throw RestoreError(.incompatible, "thread \(thread.tid) uses XSAVE features 0x\(missing) this CPU does not enable (XCR0 0x\(String(enabled, radix: 16)))")
         }
-        // The vdso and vvar of this kernel must have the saved sizes to be moved into place.
         let here = Dictionary(ProcFS.parseMaps((try? ProcFS.read("/proc/self/maps")) ?? "")
             .filter { $0.path.hasPrefix("[v") }.map { ($0.path, $0.end - $0.start) }, uniquingKeysWith: { a, _ in a })
-        for vma in vmas where [.vdso, .vvar, .vvarVclock].contains(vma.role) {
-            guard here[vma.path] == vma.end - vma.start else {
-                throw RestoreError(.incompatible, "this kernel's \(vma.path) (\(here[vma.path].map { "\($0 / 4096) pages" } ?? "absent")) differs from the image's (\((vma.end - vma.start) / 4096) pages, kernel \(chain.top.header.body.machine.kernelRelease)); restoring across kernels is not supported yet")
-            }
+        let specials = vmas.filter { [.vdso, .vvar, .vvarVclock].contains($0.role) }
+        let vdsoMatches = specials.allSatisfy { here[$0.path] == $0.end - $0.start } && Set(specials.map(\.path)) == Set(here.keys.filter { $0 != "[vsyscall]" })
+        if !vdsoMatches, let vdso = vmas.firstIndex(where: { $0.role == .vdso }),
+           chain.top.pageTables[vdso].counts()[.stored, default: 0] * UInt64(chain.pageSize) < vmas[vdso].end - vmas[vdso].start {
+            throw RestoreError(.incompatible, "this kernel's vdso differs from the image's (kernel \(chain.top.header.body.machine.kernelRelease)), and the image does not hold its vdso pages to redirect")
         }
         // Every mapped file and the executable must be the very file captured.
         var checked = Set<String>()
@@ -158,6 +164,7 @@ struct RestoreImage {
         if process.exePath.hasSuffix(" (deleted)") {
             throw RestoreError(.incompatible, "the executable \(process.exePath) was deleted before the checkpoint")
         }
+        return vdsoMatches
     }
 
     /// Why `now` is not the file captured as `saved`, or nil when it is. A file copied to

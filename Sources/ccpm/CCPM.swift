@@ -72,9 +72,12 @@ struct Restore: ParsableCommand {
     @Flag(help: "Print the restored process's PID and exit; the process goes on without ccpm.") var detach = false
     @Flag(help: "Restore in a new PID namespace (chosen by itself when the image's PIDs are taken here).") var pidns = false
     @Option(help: ArgumentHelp("Directory to search for parent images by UUID (repeatable).", valueName: "DIR")) var store: [String] = []
+    @Flag(help: "Redirect the image's vdso functions to this kernel's vdso even when their layouts match (done by itself across kernels).")
+    var vdsoProxy = false
 
     func run() throws {
         var options = RestoreOptions()
+        options.vdsoProxy = vdsoProxy
         options.storeDirectories = store
         options.newPIDNamespace = pidns
         options.notice = { FileHandle.standardError.write(Data("ccpm: \($0)\n".utf8)) }

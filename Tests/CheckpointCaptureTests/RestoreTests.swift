@@ -297,4 +297,40 @@ struct RestoreTests {
             #expect(access("/proc/\(workload.pid)", F_OK) != 0, "no half-restored process is left")
         }
     }
+
+    @Test("--vdso-proxy: the image's vdso comes back at its address as a jump table into this kernel's vdso")
+    func vdsoProxy() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // time.monotonic() and time.time() go through the vdso (clock_gettime), which glibc resolved at start.
+        let script = """
+        import time
+        print("READY", flush=True)
+        total = 0
+        for step in range(1, 31):
+            start = time.monotonic()
+            total += sum(i % 977 for i in range(step * 3000))
+            assert time.monotonic() >= start and time.time() > 1.6e9
+            print("step", step, total, flush=True)
+            time.sleep(0.03)
+        print("DONE", total, flush=True)
+        """
+        try script.write(toFile: "\(dir)/clock.py", atomically: true, encoding: .utf8)
+        let undisturbed = try CaptureSupport.run("/usr/bin/python3", ["\(dir)/clock.py"])
+        let workload = try Workload("/usr/bin/python3", ["\(dir)/clock.py"], output: "\(dir)/out.txt")
+        try #require(workload.waitFor("step 6 "))
+        try checkpoint(workload.pid, "\(dir)/v.ccimg")
+        try workload.reap()
+        let savedVdso = try #require(try ImageReader(path: "\(dir)/v.ccimg").memoryMap.first { $0.role == .vdso })
+        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "--vdso-proxy", "\(dir)/v.ccimg"])
+        try #require(detached.status == 0, "\(detached.stderr)")
+        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
+        let at = String(savedVdso.start, radix: 16)
+        #expect(maps.split(separator: "\n").contains { $0.hasPrefix(at) && !$0.contains("[vdso]") }, "the old vdso is ordinary memory now")
+        #expect(maps.contains("[vdso]"), "this kernel's vdso is mapped too")
+        #expect(workload.waitFor("DONE"))
+        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout), "\(workload.text)")
+    }
 }
