@@ -28,11 +28,11 @@ enum Zstd {
     /// bytes (§10: the size comes from the block header, checked against the
     /// limits, so a decompression bomb cannot allocate more).
     static func decompress(_ input: ArraySlice<UInt8>, expected: Int) throws(ImageError) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: expected)
-        let result = input.withUnsafeBytes { inp in
-            output.withUnsafeMutableBytes { out in
-                decompressInto(inp, out)
-            }
+        // zstd writes every byte it reports; the length is checked against `expected` below.
+        var result: Result<Int, ImageError> = .success(0)
+        let output = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+            result = input.withUnsafeBytes { inp in decompressInto(inp, UnsafeMutableRawBufferPointer(buffer)) }
+            if case .success(let n) = result, n == expected { count = n } else { count = 0 }
         }
         switch result {
         case .success(let n) where n == expected: return output

@@ -290,6 +290,12 @@ public final class ImageReader: @unchecked Sendable {
         return bytes
     }
 
+    /// The decompressed pages of frame `number`, read and checked anew without the
+    /// reader's cache or lock (positional reads): for decompressing many frames at once.
+    public func decompressedFrame(_ number: Int) throws(ImageError) -> [UInt8] {
+        try readFrame(number)
+    }
+
     private func readFrame(_ number: Int) throws(ImageError) -> [UInt8] {
         precondition(number < index.frameOffsets.count)
         let ppf = UInt64(header.pagesPerFrame)

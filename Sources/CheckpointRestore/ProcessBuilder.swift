@@ -276,16 +276,22 @@ struct PageWriter {
     private(set) var pages: UInt64 = 0
     private var frames: [Int: (number: Int, bytes: [UInt8])] = [:]
 
+    /// The newest image's frames, decompressed ahead on other cores while pages are written.
+    private let prefetcher: FramePrefetcher
+
     init(mem: Int32, chain: ImageChain) {
         self.mem = mem
         self.chain = chain
+        prefetcher = FramePrefetcher(reader: chain.top, depth: max(2, ProcessInfo.processInfo.activeProcessorCount))
         buffer.reserveCapacity(8 << 20)
     }
 
     mutating func stored(level: Int, ordinal: UInt64, at address: UInt64) throws {
         let reader = chain.images[level]
         let number = reader.frameNumber(of: ordinal)
-        if frames[level]?.number != number { frames[level] = (number, try reader.frame(number)) }
+        if frames[level]?.number != number {
+            frames[level] = (number, level == 0 ? try prefetcher.frame(number) : try reader.frame(number))
+        }
         let pageSize = chain.pageSize
         let within = Int(ordinal % UInt64(reader.header.pagesPerFrame)) * pageSize
         let frame = frames[level]!.bytes
@@ -317,5 +323,60 @@ struct PageWriter {
             done += n
         }
         buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Decompresses the frames of one image ahead of their use, in order, on other
+/// threads (`ImageReader.decompressedFrame` takes no lock). A frame asked for
+/// again after it was handed out is decompressed on the spot.
+final class FramePrefetcher: @unchecked Sendable {
+    private let reader: ImageReader
+    private let depth: Int
+    private let condition = NSCondition()
+    private var ready: [Int: Result<[UInt8], ImageError>] = [:]
+    private var inFlight = Set<Int>()
+    private var scheduledUpTo = -1
+
+    init(reader: ImageReader, depth: Int) {
+        self.reader = reader
+        self.depth = depth
+    }
+
+    func frame(_ number: Int) throws(ImageError) -> [UInt8] {
+        condition.lock()
+        let frameCount = reader.index.frameOffsets.count
+        let wanted = number > scheduledUpTo || inFlight.contains(number) || ready[number] != nil
+        if !wanted {
+            condition.unlock()
+            return try reader.decompressedFrame(number)
+        }
+        // Keep `depth` frames in flight beyond the one asked for.
+        var next = max(scheduledUpTo + 1, number)
+        while next <= min(number + depth, frameCount - 1) {
+            schedule(next)
+            next += 1
+        }
+        scheduledUpTo = max(scheduledUpTo, next - 1)
+        while ready[number] == nil { condition.wait() }
+        let result = ready.removeValue(forKey: number)!
+        // Frames passed over (their pages were not needed) are dropped.
+        for stale in ready.keys where stale < number { ready.removeValue(forKey: stale) }
+        condition.unlock()
+        return try result.get()
+    }
+
+    /// Starts decompressing `number`; the caller holds the lock.
+    private func schedule(_ number: Int) {
+        inFlight.insert(number)
+        let reader = self.reader
+        DispatchQueue.global().async {
+            let result: Result<[UInt8], ImageError>
+            do throws(ImageError) { result = .success(try reader.decompressedFrame(number)) } catch { result = .failure(error) }
+            self.condition.lock()
+            self.inFlight.remove(number)
+            self.ready[number] = result
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
     }
 }
