@@ -93,15 +93,22 @@ package struct SyscallInjector {
     package mutating func finish() throws(SystemCallError) {
         try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
+        interceptedSignals += try SyscallInjector.waitForInterruptStop(tid)
+    }
+
+    /// Waits until `tid` is in a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT, or a new
+    /// thread's first stop); signals that stop it first are returned, not delivered.
+    package static func waitForInterruptStop(_ tid: Int32) throws(SystemCallError) -> [Int32] {
+        var signals: [Int32] = []
         while true {
             var status: Int32 = 0
             let r = cc_waitpid(tid, &status, 0)
             if r == -Int(EINTR) { continue }
             try kernelCall("waitpid(\(tid))", r)
             guard cc_wifstopped(status) != 0 else { throw SystemCallError("waitpid(\(tid)): thread exited", errno: ESRCH) }
-            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP { return }
-            // A signal arrived first: keep it for detach, resume and wait for the interrupt.
-            interceptedSignals.append(cc_wstopsig(status))
+            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP { return signals }
+            // A signal arrived first: keep it, resume and wait for the stop.
+            signals.append(cc_wstopsig(status))
             try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         }
     }

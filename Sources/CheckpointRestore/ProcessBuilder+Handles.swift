@@ -126,8 +126,11 @@ extension ProcessBuilder {
             case .socket:
                 throw RestoreError(.unsupported, "fd \(h.fd) is a socket; this version restores sockets only as fds 0-2 connected outside the process")
             case .other, .unspecified, .UNRECOGNIZED:
-                // ccpm's own dirty-page tracker (--track) among them: a new one is made by the next --track.
-                warn("fd \(h.fd) (\(h.path)) is not restored")
+                if h.path == "anon_inode:[userfaultfd]" {
+                    warn("fd \(h.fd) (a userfaultfd, as ccpm --track leaves) is not restored; the next --track starts tracking anew")
+                } else {
+                    warn("fd \(h.fd) (\(h.path)) is not restored")
+                }
             }
         }
         for end in pipeEnds.values {

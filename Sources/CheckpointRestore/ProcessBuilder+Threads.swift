@@ -99,15 +99,8 @@ extension ProcessBuilder {
             guard let created = remote.createdThreads(by: pid).last, !traced.values.contains(created) else {
                 throw RestoreError(.kernel, "thread \(thread.tid) was created but not reported to the tracer")
             }
-            while true {
-                var status: Int32 = 0
-                let r = cc_waitpid(created, &status, 0)
-                if r == -Int(EINTR) { continue }
-                try kernelCall("waitpid(\(created))", r)
-                guard cc_wifstopped(status) != 0 else { throw SystemCallError("new thread \(thread.tid) exited", errno: ESRCH) }
-                if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP { break }
-                try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(created, 0))
-            }
+            // Its first stop; all signals are blocked in the process until its registers are set.
+            _ = try SyscallInjector.waitForInterruptStop(created)
             traced[thread.tid] = created
         }
     }

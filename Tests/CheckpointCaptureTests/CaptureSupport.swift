@@ -155,16 +155,21 @@ enum CaptureSupport {
 
         /// Waits until the output holds `text`, up to `seconds`.
         func waitFor(_ text: String, seconds: Double = 20) -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if output.contains(text) { return true }
-                usleep(20_000)
-            }
-            return false
+            CaptureSupport.waitUntil(seconds: seconds) { output.contains(text) }
         }
 
         func kill() { _ = Glibc.kill(pid, SIGKILL) }
         deinit { kill() }
+    }
+
+    /// Polls `condition` every 10 ms for up to `seconds`; whether it came true.
+    static func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return false
     }
 
     static func temporaryDirectory() throws -> String {
