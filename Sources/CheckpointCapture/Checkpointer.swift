@@ -77,12 +77,11 @@ public enum Checkpointer {
         if let parentPath = options.parentPath {
             do throws(ImageError) {
                 parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories)
-                // Every block of the chain is checked — unless the parent is this process's last
-                // tracked image, verified as it was written and unchanged since.
+                // Every block of the chain is checked — unless the chain ends in this process's last
+                // tracked image and every image of it was verified before and is unchanged since.
                 let note = DirtyTracking.Note.load(pid: pid)
-                let unchanged = note.map { !$0.imageIdentity.isEmpty && $0.imageUUID == parent!.top.header.uuid.description
-                    && $0.imageIdentity == DirtyTracking.Note.identity(ofFile: parentPath) } ?? false
-                if !unchanged || parent!.images.count > 1 {
+                let unchanged = note.map { $0.imageUUID == parent!.top.header.uuid.description && $0.vouchesFor(parent!) } ?? false
+                if !unchanged {
                     let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
                     if let problem = report.problems.first { throw problem }
                 }
@@ -210,7 +209,11 @@ public enum Checkpointer {
             phase("finished", since: start)
             if var newNote {
                 newNote.imageUUID = image.uuid.description
-                newNote.imageIdentity = image.path.map(DirtyTracking.Note.identity(ofFile:)) ?? ""
+                // The parent chain was verified (or vouched for) above; the new image as it was written.
+                newNote.verified = Dictionary(uniqueKeysWithValues: (parent?.images ?? []).map {
+                    ($0.header.uuid.description, DirtyTracking.Note.identity(ofFile: $0.path))
+                })
+                newNote.verified[newNote.imageUUID] = image.path.map(DirtyTracking.Note.identity(ofFile:)) ?? ""
                 try newNote.save(pid: pid)
             }
             if !keep {

@@ -28,9 +28,18 @@ enum DirtyTracking {
         var uffdDescriptor: Int32
         var uffdInode: UInt64
         var imageUUID: String
-        /// dev:inode:size:mtime of the image file as written, so an unchanged
-        /// file need not be re-verified before it becomes a parent.
-        var imageIdentity: String = ""
+        /// dev:inode:size:mtime of every image file of the chain ending in that image
+        /// (UUID → identity), each verified when it was written or last used: an unchanged
+        /// chain need not be read through again before the next increment.
+        var verified: [String: String] = [:]
+
+        /// Whether every image of `chain` is one this note has seen verified and its file is unchanged.
+        func vouchesFor(_ chain: ImageChain) -> Bool {
+            chain.images.allSatisfy { image in
+                guard let known = verified[image.header.uuid.description], !known.isEmpty else { return false }
+                return known == Note.identity(ofFile: image.path)
+            }
+        }
 
         static func identity(ofFile path: String) -> String {
             var st = stat()
@@ -51,13 +60,19 @@ enum DirtyTracking {
                 if parts.count == 2 { values[parts[0]] = parts[1] }
             }
             guard let fd = Int32(values["uffd-fd"] ?? ""), let inode = UInt64(values["uffd-inode"] ?? ""), let uuid = values["image"] else { return nil }
-            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, imageIdentity: values["image-file"] ?? "")
+            var verified: [String: String] = [:]
+            for line in text.split(separator: "\n") where line.hasPrefix("verified ") {
+                let parts = line.split(separator: " ").map(String.init)
+                if parts.count == 3 { verified[parts[1]] = parts[2] }
+            }
+            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, verified: verified)
         }
 
         func save(pid: Int32) throws {
             guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
             Note.pruneStale()
-            try "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\nimage-file \(imageIdentity)\n"
+            let chain = verified.sorted { $0.key < $1.key }.map { "verified \($0.key) \($0.value)\n" }.joined()
+            try ("uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n" + chain)
                 .write(toFile: path, atomically: true, encoding: .utf8)
         }
 

@@ -199,27 +199,77 @@ struct MemoryCapture {
 
     /// A tracked region the parent maps whole: written pages are read, the rest
     /// inherited — no pagemap needed, as a written page is present by definition.
+    /// Written pages are scattered (a few here and there), so their runs are
+    /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
+    /// process_vm_readv, instead of one system call each.
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
                               buffer: inout [UInt8], total: inout UInt64) throws {
         let pages = mask.count
         let bufferPages = buffer.count / Int(pageSize)
+        // The runs in VMA order: (first page, page count, written).
+        var runs: [(first: Int, count: Int, written: Bool)] = []
         var i = 0
         while i < pages {
             var j = i + 1
             while j < pages && mask[j] == mask[i] && (!mask[i] || j - i < bufferPages) { j += 1 }
-            if mask[i] {
-                let runBytes = (j - i) * Int(pageSize)
-                let runStart = region.vma.start + UInt64(i) * pageSize
-                try buffer.withUnsafeMutableBytes { raw in
-                    let dest = UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes])
-                    try readMemory(into: dest, at: runStart, mem: mem)
-                    try writer.appendPages(UnsafeRawBufferPointer(dest))
-                }
-                total += UInt64(runBytes)
-            } else {
-                writer.appendInherited(count: UInt64(j - i))
-            }
+            runs.append((i, j - i, mask[i]))
             i = j
+        }
+        var next = 0
+        while next < runs.count {
+            guard runs[next].written else {
+                writer.appendInherited(count: UInt64(runs[next].count))
+                next += 1
+                continue
+            }
+            // A batch: written runs (and the unwritten ones between them) while they fit.
+            var batch: [Int] = []
+            var batchPages = 0
+            var end = next
+            while end < runs.count, batch.count < 1024 {
+                if runs[end].written {
+                    guard batchPages + runs[end].count <= bufferPages else { break }
+                    batch.append(end)
+                    batchPages += runs[end].count
+                }
+                end += 1
+            }
+            try buffer.withUnsafeMutableBytes { raw in
+                let base = raw.baseAddress!
+                var local: [iovec] = []
+                var remote: [iovec] = []
+                var offset = 0
+                for r in batch {
+                    let bytes = runs[r].count * Int(pageSize)
+                    local.append(iovec(iov_base: base + offset, iov_len: bytes))
+                    remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(region.vma.start) + UInt(runs[r].first) * UInt(pageSize)),
+                                        iov_len: bytes))
+                    offset += bytes
+                }
+                let n = cc_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count))
+                if n != offset {
+                    // Something in the batch cannot be read that way: run by run, with the fallback.
+                    offset = 0
+                    for r in batch {
+                        let bytes = runs[r].count * Int(pageSize)
+                        try readMemory(into: UnsafeMutableRawBufferPointer(start: base + offset, count: bytes),
+                                       at: region.vma.start + UInt64(runs[r].first) * pageSize, mem: mem)
+                        offset += bytes
+                    }
+                }
+                offset = 0
+                for r in next..<end {
+                    if runs[r].written {
+                        let bytes = runs[r].count * Int(pageSize)
+                        try writer.appendPages(UnsafeRawBufferPointer(start: base + offset, count: bytes))
+                        offset += bytes
+                    } else {
+                        writer.appendInherited(count: UInt64(runs[r].count))
+                    }
+                }
+            }
+            total += UInt64(batchPages) * pageSize
+            next = end
         }
     }
 

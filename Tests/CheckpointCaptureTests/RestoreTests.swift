@@ -313,4 +313,24 @@ struct RestoreTests {
         #expect(workload.waitFor("DONE"))
         #expect(Self.body(workload.text) == undisturbed, "\(workload.text)")
     }
+
+    @Test("a tracked chain is not read through again while unchanged; a damaged ancestor is still found")
+    func damagedAncestorOfTrackedChain() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let workload = try Workload(try CaptureSupport.program("state"), ["200", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        defer { kill(workload.pid, SIGKILL); try? workload.reap() }
+        try #require(workload.waitFor("tick 1"))
+        try checkpoint(workload.pid, "\(dir)/1.ccimg", ["--track"])
+        try checkpoint(workload.pid, "\(dir)/2.ccimg", ["--parent", "\(dir)/1.ccimg", "--track"])
+        try checkpoint(workload.pid, "\(dir)/3.ccimg", ["--parent", "\(dir)/2.ccimg", "--track"])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(dir)/1.ccimg")))
+        bytes[bytes.count / 2] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/1.ccimg"))
+        let refused = try CaptureSupport.run(ccpm, ["checkpoint", String(workload.pid), "-o", "\(dir)/4.ccimg", "--parent", "\(dir)/3.ccimg"])
+        #expect(refused.status == 6, "\(refused.stderr)")
+        #expect(refused.stderr.contains("1.ccimg"), "the error names the damaged ancestor: \(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/4.ccimg"))
+        #expect(CaptureSupport.waitUntil(seconds: 5) { workload.text.contains("tick 3") }, "the process runs on")
+    }
 }
