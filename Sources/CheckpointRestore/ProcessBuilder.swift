@@ -184,19 +184,22 @@ struct ProcessBuilder {
         for fd in Set(mappingDescriptors.values) { try remote.call("close", X86Syscall.close, [fd]) }
     }
 
-    /// Writes every page the chain holds into the process through /proc/PID/mem,
-    /// which may write into read-only private mappings (FOLL_FORCE, as a tracer).
+    /// Writes every page the chain holds into the process: with process_vm_writev
+    /// into writable mappings, through /proc/PID/mem into the others (it may write
+    /// read-only private mappings: FOLL_FORCE, as a tracer).
     mutating func writePages() throws {
         let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
         guard mem >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
         defer { close(mem) }
-        var writer = PageWriter(mem: mem, chain: image.chain)
+        var writer = PageWriter(pid: pid, mem: mem, chain: image.chain)
         let top = image.chain.top
         let pageSize = UInt64(image.chain.pageSize)
         for (v, vma) in top.memoryMap.enumerated() where !skippedRoles.contains(vma.role) {
             // A shared file's pages are the file's; writing them would change the file.
             if vma.role == .fileShared && Self.isFileBacked(vma) { continue }
             let zeroMatters = Self.isFileBacked(vma)
+            try writer.flush()
+            writer.writable = vma.prot & UInt32(PROT_WRITE) != 0
             var page: UInt64 = 0
             for run in top.pageTables[v].runs {
                 defer { page += run.count }
@@ -269,7 +272,11 @@ struct ProcessBuilder {
 /// Copies pages into the process in large contiguous writes, decompressing
 /// each frame once (the chain's readers cache their last frame).
 struct PageWriter {
+    let pid: Int32
     let mem: Int32
+    /// The pages go into a writable mapping: process_vm_writev copies them straight in.
+    /// /proc/PID/mem (which may write read-only mappings too) copies each page twice.
+    var writable = false
     let chain: ImageChain
     private var start: UInt64 = 0
     private var buffer: [UInt8] = []
@@ -279,7 +286,8 @@ struct PageWriter {
     /// The newest image's frames, decompressed ahead on other cores while pages are written.
     private let prefetcher: FramePrefetcher
 
-    init(mem: Int32, chain: ImageChain) {
+    init(pid: Int32, mem: Int32, chain: ImageChain) {
+        self.pid = pid
         self.mem = mem
         self.chain = chain
         prefetcher = FramePrefetcher(reader: chain.top, depth: max(2, ProcessInfo.processInfo.activeProcessorCount))
@@ -313,6 +321,13 @@ struct PageWriter {
     }
 
     mutating func flush() throws {
+        if writable && !buffer.isEmpty {
+            let n = buffer.withUnsafeBytes { cc_process_vm_write(pid, $0.baseAddress, $0.count, start) }
+            if n == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+                return
+            }
+        }
         var done = 0
         while done < buffer.count {
             let n = buffer.withUnsafeBytes { pwrite(mem, $0.baseAddress! + done, $0.count - done, off_t(Int64(bitPattern: start + UInt64(done)))) }

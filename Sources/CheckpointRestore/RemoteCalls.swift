@@ -37,9 +37,6 @@ struct RemoteCalls {
     /// Threads created by injected clone3 calls in `tid`, as traced TIDs, oldest first.
     func createdThreads(by tid: Int32) -> [Int32] { injectors[tid]?.createdThreads ?? [] }
 
-    /// Signals that arrived at `tid` while it ran injected calls.
-    func interceptedSignals(of tid: Int32) -> [Int32] { injectors[tid]?.interceptedSignals ?? [] }
-
     /// Copies bytes into the scratch area at `offset` and returns their remote address.
     func put(_ bytes: [UInt8], at offset: UInt64 = 0) throws(SystemCallError) -> UInt64 {
         precondition(offset + UInt64(bytes.count) <= scratchSize, "scratch area overflow")

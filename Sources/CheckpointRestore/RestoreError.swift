@@ -7,6 +7,7 @@ import CheckpointImage
 /// Why a restore failed. Each code has its own `ccpm restore` exit status, and
 /// every failure kills the half-restored process first (issue #4).
 public struct RestoreError: Error, CustomStringConvertible, Sendable {
+    /// The class of failure; each has its own exit status (``exitStatus``).
     public enum Code: String, Sendable {
         /// The image or its chain is damaged or missing (the ``ImageError`` class gives the status).
         case image
@@ -20,12 +21,16 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
         case unsupported
     }
 
+    /// The class of failure.
     public var code: Code
+    /// What failed, in one line, naming the thing and what to do.
     public var message: String
     /// The image error behind a `.image` failure, whose class sets the exit status.
     public var imageError: ImageError?
+    /// The system call or image error behind it, when there is one.
     public var cause: String?
 
+    /// A failure of class `code`.
     public init(_ code: Code, _ message: String, cause: String? = nil) {
         self.code = code
         self.message = message
@@ -49,6 +54,7 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
         }
     }
 
+    /// The message, then the cause in parentheses.
     public var description: String {
         var text = message
         if let cause { text += " (\(cause))" }

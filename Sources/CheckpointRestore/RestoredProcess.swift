@@ -18,8 +18,6 @@ public struct RestoredProcess: ~Copyable {
     public let child: Int32
     /// Whether the task lives in a new PID namespace.
     public let inNewNamespace: Bool
-    /// Traced threads: image TID → TID as seen here.
-    var threads: [Int32: Int32] = [:]
     private var released = false
 
     /// Starts `executable` as the image's process `imagePID` (clone3 set_tid), in a
@@ -27,7 +25,6 @@ public struct RestoredProcess: ~Copyable {
     init(executable: String, imagePID: Int32, newNamespace: Bool) throws(RestoreError) {
         (child, pid) = try Self.start(executable: executable, imagePID: imagePID, newNamespace: newNamespace)
         inNewNamespace = newNamespace
-        threads = [imagePID: pid]
     }
 
     /// Spawns and seizes the task; returns our child and the task. Kills both on failure.

@@ -19,6 +19,7 @@ public struct RestoreOptions: Sendable {
     /// Told about choices made on the way (a new PID namespace, what was skipped).
     public var notice: (@Sendable (String) -> Void)? = nil
 
+    /// The defaults: no stores, the image's own PID namespace when its PIDs are free.
     public init() {}
 }
 
@@ -30,12 +31,15 @@ public struct RestoreSummary: Sendable {
     public var imagePID: Int32
     /// ccpm's direct child: the process, or its PID namespace's init. Wait for this one.
     public var child: Int32
+    /// Whether it runs in a new PID namespace (its PIDs were taken here, or --pidns).
     public var inNewNamespace: Bool
+    /// Threads recreated, the main thread included.
     public var threads: Int
     /// Pages written into the process, and bytes.
     public var pagesWritten: UInt64
     /// Nanoseconds from the start of the restore until the process ran again.
     public var nanoseconds: UInt64
+    /// What was restored only in part (a pipe's outside end, a lost timerfd count).
     public var warnings: [String]
 }
 
@@ -47,11 +51,13 @@ public struct RestoreSummary: Sendable {
 ///
 /// The steps (spec/decisions/0009-restore.md):
 /// 1. open and verify the chain; check that it can run here (architecture,
-///    XSAVE features, vdso layout, the identity of every mapped file);
+///    XSAVE features, the identity of every mapped file) and whether this
+///    kernel's vdso has the image's layout;
 /// 2. start the image's executable with clone3(set_tid) — in a new PID
 ///    namespace when its PIDs are taken — stopped at its exec;
 /// 3. from inside that process: unmap what exec mapped, move the vdso and vvar
-///    to their saved addresses, map every VMA, write the pages (/proc/PID/mem),
+///    to their saved addresses (or, on another kernel, redirect the image's
+///    vdso to this one's: `VdsoProxy`), map every VMA, write the pages (/proc/PID/mem),
 ///    set the mm fields (PR_SET_MM_MAP);
 /// 4. recreate file descriptors, signal dispositions, timers, cwd and umask;
 ///    rlimits from outside (prlimit);
