@@ -29,7 +29,7 @@ let package = Package(
         .target(
             name: "CheckpointImage",
             dependencies: [
-                "CZstd", "CXxhash",
+                "CZstd", "CXxhash", "CCheckpointKernel",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),

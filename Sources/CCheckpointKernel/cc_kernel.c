@@ -253,3 +253,7 @@ long cc_spawn_actions_closefrom(void *actions, int from) {
     int r = posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
     return r ? -r : 0;
 }
+
+long cc_start_writeback(int fd, uint64_t offset, uint64_t length) {
+    CC_RET(sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE));
+}

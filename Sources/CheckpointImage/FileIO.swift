@@ -1,3 +1,4 @@
+import CCheckpointKernel
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -157,6 +158,14 @@ public struct ImageOutput: ~Copyable {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let dir = String(path[..<slash])
         return dir.isEmpty ? "/" : dir
+    }
+
+    /// Starts writing `length` bytes from `offset` back to disk without waiting
+    /// (sync_file_range), so the fsync at ``commit()`` has only the tail left.
+    /// Nothing for a stream.
+    func startWriteback(offset: UInt64, length: UInt64) {
+        guard temporaryPath != nil else { return }
+        _ = cc_start_writeback(descriptor.raw, offset, length)
     }
 
     /// Writes bytes that are not an image (such as extracted memory) through the same atomic path.

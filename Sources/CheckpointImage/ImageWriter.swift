@@ -57,6 +57,8 @@ public final class ImageWriter {
     private let parent: ImageChain?
     private let pageSize: Int
     private var offset: UInt64 = 0
+    /// How far writeback of the output has been started (``startWriteback()``).
+    private var writebackStarted: UInt64 = 0
     private var buffer: [UInt8] = []
 
     private var sectionEntries: [Ccimg_V1_SectionEntry] = []
@@ -401,6 +403,7 @@ public final class ImageWriter {
         if bytes.count >= 1 << 20 {
             try flushBuffer()
             try bytes.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
+            startWriteback()
             return
         }
         buffer += bytes
@@ -411,6 +414,16 @@ public final class ImageWriter {
         guard !buffer.isEmpty else { return }
         try buffer.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
         buffer.removeAll(keepingCapacity: true)
+        startWriteback()
+    }
+
+    /// Every 8 MiB written, writeback of those bytes starts (sync_file_range), so the
+    /// disk works while the image is still being made and the final fsync waits only
+    /// for the tail: for a 27 MB image, that fsync alone took 40-100 ms.
+    private func startWriteback() {
+        guard offset - writebackStarted >= 8 << 20 else { return }
+        output.startWriteback(offset: writebackStarted, length: offset - writebackStarted)
+        writebackStarted = offset
     }
 }
 

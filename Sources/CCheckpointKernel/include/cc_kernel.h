@@ -129,6 +129,10 @@ long cc_uffdio_api(int uffd, uint64_t features, uint64_t *granted);
 long cc_uffdio_register_wp(int uffd, uint64_t start, uint64_t len);
 long cc_uffdio_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
 
+/// sync_file_range(SYNC_FILE_RANGE_WRITE): starts writing a range of a file back to
+/// disk without waiting, so a later fsync has less left to wait for.
+long cc_start_writeback(int fd, uint64_t offset, uint64_t length);
+
 /// XCR0: the XSAVE features the OS enabled on this CPU (xgetbv 0).
 uint64_t cc_xgetbv0(void);
 
