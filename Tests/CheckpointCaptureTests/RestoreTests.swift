@@ -210,6 +210,10 @@ struct RestoreTests {
         #expect(restored.status == 3, "ccpm restore: \(restored.stderr)")
         let expected = ((last + 1)...40).map { "count \($0)" } + ["END sum=79540 marker=archived .data marker"]
         #expect(restored.stdout.split(separator: "\n").map(String.init) == expected)
+        // The same image read from a pipe.
+        let piped = try CaptureSupport.run("/bin/sh", ["-c", "'\(ccpm)' restore - < '\(root)/fixtures/images/restore/counter-static.ccimg'"])
+        #expect(piped.status == 3, "ccpm restore -: \(piped.stderr)")
+        #expect(piped.stdout.split(separator: "\n").map(String.init) == expected)
     }
 
     @Test("POSIX and interval timers are re-armed with their IDs and signals")
