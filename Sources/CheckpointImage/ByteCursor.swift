@@ -1,15 +1,15 @@
 /// The one reader of untrusted bytes (§1): every length, count and offset read
 /// from an image goes through its checked arithmetic before it indexes or
 /// allocates anything.
-struct ByteCursor {
+package struct ByteCursor {
     let bytes: [UInt8]
-    private(set) var position: Int
+    package private(set) var position: Int
     /// What the bytes are, for error messages (e.g. "header").
     let what: String
     /// Where `bytes[0]` is in the file.
     let base: UInt64
 
-    init(_ bytes: [UInt8], what: String, base: UInt64 = 0) {
+    package init(_ bytes: [UInt8], what: String, base: UInt64 = 0) {
         self.bytes = bytes
         self.position = 0
         self.what = what
@@ -23,7 +23,16 @@ struct ByteCursor {
         ImageError(code, message, location: what, offset: base &+ UInt64(position))
     }
 
-    mutating func readBytes(_ count: Int) throws(ImageError) -> ArraySlice<UInt8> {
+    /// Moves to `offset` from the start, for formats addressed by offsets (ELF);
+    /// an offset past the end is a truncation.
+    package mutating func seek(to offset: UInt64) throws(ImageError) {
+        guard offset <= UInt64(bytes.count) else {
+            throw fail(.truncated, "offset \(offset) is past the end (\(bytes.count) bytes)")
+        }
+        position = Int(offset)
+    }
+
+    package mutating func readBytes(_ count: Int) throws(ImageError) -> ArraySlice<UInt8> {
         guard count >= 0, count <= remaining else {
             throw fail(.truncated, "needs \(count) bytes, \(remaining) left")
         }
@@ -31,7 +40,7 @@ struct ByteCursor {
         return bytes[position..<(position + count)]
     }
 
-    mutating func readLE<T: FixedWidthInteger>(_: T.Type) throws(ImageError) -> T {
+    package mutating func readLE<T: FixedWidthInteger>(_: T.Type) throws(ImageError) -> T {
         let size = MemoryLayout<T>.size
         let slice = try readBytes(size)
         var value: T = 0
@@ -60,7 +69,7 @@ struct ByteCursor {
 
 /// Little-endian encoding helpers for the writer.
 extension Array where Element == UInt8 {
-    mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
+    package mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
         var v = value.littleEndian
         Swift.withUnsafeBytes(of: &v) { append(contentsOf: $0) }
     }
@@ -76,7 +85,7 @@ extension Array where Element == UInt8 {
 }
 
 /// Checked arithmetic for sizes read from files: overflow is an input error, not a trap.
-func checkedAdd(_ a: UInt64, _ b: UInt64, _ what: @autoclosure () -> String) throws(ImageError) -> UInt64 {
+package func checkedAdd(_ a: UInt64, _ b: UInt64, _ what: @autoclosure () -> String) throws(ImageError) -> UInt64 {
     let (sum, overflow) = a.addingReportingOverflow(b)
     if overflow { throw ImageError(.structural, "\(what()) overflows 64 bits") }
     return sum

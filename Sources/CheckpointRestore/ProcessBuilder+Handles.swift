@@ -93,17 +93,17 @@ extension ProcessBuilder {
                 guard let t = image.sync.timerfds.first(where: { $0.fd == h.fd }) else { throw RestoreError(.unsupported, "fd \(h.fd): timerfd without its state") }
                 let fd = try remote.call("timerfd_create", X86Syscall.timerfdCreate, [UInt64(t.clockID), nonblock])
                 if t.valueNs > 0 {
-                    var spec = StructBytes()
-                    spec.timespec(t.intervalNs)
-                    spec.timespec(t.valueNs)
-                    let address = try remote.put(spec.bytes)
+                    var spec: [UInt8] = []
+                    spec.appendTimespec(t.intervalNs)
+                    spec.appendTimespec(t.valueNs)
+                    let address = try remote.put(spec)
                     try remote.call("timerfd_settime", X86Syscall.timerfdSettime, [fd, 0, address, 0])
                 }
                 if t.ticks > 0 {
                     // TFD_IOC_SET_TICKS (CONFIG_CHECKPOINT_RESTORE); without it the expirations are lost.
-                    var ticks = StructBytes()
-                    ticks.u64(t.ticks)
-                    let address = try remote.put(ticks.bytes)
+                    var ticks: [UInt8] = []
+                    ticks.appendLE(t.ticks)
+                    let address = try remote.put(ticks)
                     if (try? remote.call("ioctl(TFD_IOC_SET_TICKS)", X86Syscall.ioctl, [fd, Linux.TFD_IOC_SET_TICKS, address])) == nil {
                         warn("fd \(h.fd): \(t.ticks) timerfd expirations not yet read are lost")
                     }
@@ -111,9 +111,9 @@ extension ProcessBuilder {
                 try parked.park(&remote, fd, h)
             case .signalfd:
                 let mask = image.sync.signalfds.first { $0.fd == h.fd }?.mask ?? 0
-                var bytes = StructBytes()
-                bytes.u64(mask)
-                let address = try remote.put(bytes.bytes)
+                var sigset: [UInt8] = []
+                sigset.appendLE(mask)
+                let address = try remote.put(sigset)
                 let fd = try remote.call("signalfd4", X86Syscall.signalfd4, [UInt64.max, address, 8, nonblock])
                 try parked.park(&remote, fd, h)
             case .epoll:
@@ -149,10 +149,10 @@ extension ProcessBuilder {
         // epoll sets, now that every target is at its number.
         for h in handles where h.type == .epoll {
             for target in h.epollTargets {
-                var event = StructBytes()
-                event.u32(target.events)
-                event.u64(target.data)      // struct epoll_event is packed on x86-64: 12 bytes
-                let address = try remote.put(event.bytes)
+                var event: [UInt8] = []
+                event.appendLE(target.events)
+                event.appendLE(target.data)      // struct epoll_event is packed on x86-64: 12 bytes
+                let address = try remote.put(event)
                 try remote.call("epoll_ctl(\(h.fd), ADD \(target.fd))", X86Syscall.epollCtl, [UInt64(h.fd), 1, UInt64(target.fd), address])
             }
         }

@@ -25,16 +25,16 @@ extension ProcessBuilder {
             if r < 0 { warn("rlimit \(limit.resource): \(SystemCallError("prlimit", errno: Int32(-r)))") }
         }
         for action in image.signals.actions where action.signo != SIGKILL && action.signo != SIGSTOP {
-            var act = StructBytes()       // struct kernel_sigaction on x86-64
-            act.u64(action.handler); act.u64(action.flags); act.u64(action.restorer); act.u64(action.mask)
-            let address = try remote.put(act.bytes)
+            var act: [UInt8] = []       // struct kernel_sigaction on x86-64
+            act.appendLE(action.handler); act.appendLE(action.flags); act.appendLE(action.restorer); act.appendLE(action.mask)
+            let address = try remote.put(act)
             try remote.call("rt_sigaction(\(action.signo))", X86Syscall.rtSigaction, [UInt64(action.signo), address, 0, 8])
         }
         for timer in image.sync.intervalTimers where timer.valueUs > 0 {
-            var value = StructBytes()
-            value.timeval(timer.intervalUs)
-            value.timeval(timer.valueUs)
-            let address = try remote.put(value.bytes)
+            var value: [UInt8] = []
+            value.appendTimeval(timer.intervalUs)
+            value.appendTimeval(timer.valueUs)
+            let address = try remote.put(value)
             try remote.call("setitimer(\(timer.which))", X86Syscall.setitimer, [UInt64(timer.which), address, 0])
         }
         try restorePosixTimers()
@@ -50,17 +50,17 @@ extension ProcessBuilder {
                                           [UInt64(Linux.PR_TIMER_CREATE_RESTORE_IDS), 1, 0, 0, 0])) != nil
         var spares: [UInt64] = []
         for timer in timers {
-            var event = StructBytes()         // struct sigevent: value, signo, notify, tid, padding to 64
-            event.u64(timer.sigval); event.i32(timer.signo); event.i32(timer.notify)
+            var event: [UInt8] = []         // struct sigevent: value, signo, notify, tid, padding to 64
+            event.appendLE(timer.sigval); event.appendLE(timer.signo); event.appendLE(timer.notify)
             let notifyTID = traced.keys.contains(timer.notifyTid) ? timer.notifyTid : image.process.pid
-            event.i32(timer.notify & 4 != 0 ? notifyTID : 0)
-            while event.bytes.count < 64 { event.u32(0) }
-            let eventAddress = try remote.put(event.bytes)
+            event.appendLE(timer.notify & 4 != 0 ? notifyTID : 0)
+            while event.count < 64 { event.appendLE(UInt32(0)) }
+            let eventAddress = try remote.put(event)
             var created: UInt64 = 0
             for _ in 0..<65536 {
-                var id = StructBytes()
-                id.i32(timer.id)
-                let idAddress = try remote.put(id.bytes, at: 512)
+                var id: [UInt8] = []
+                id.appendLE(timer.id)
+                let idAddress = try remote.put(id, at: 512)
                 try remote.call("timer_create", X86Syscall.timerCreate, [UInt64(timer.clockID), eventAddress, idAddress])
                 let got = try remote.get(4, at: 512).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
                 created = UInt64(got)
@@ -71,10 +71,10 @@ extension ProcessBuilder {
                 spares.append(created)
             }
             if timer.valueNs > 0 {
-                var spec = StructBytes()
-                spec.timespec(timer.intervalNs)
-                spec.timespec(timer.valueNs)
-                let address = try remote.put(spec.bytes, at: 1024)
+                var spec: [UInt8] = []
+                spec.appendTimespec(timer.intervalNs)
+                spec.appendTimespec(timer.valueNs)
+                let address = try remote.put(spec, at: 1024)
                 try remote.call("timer_settime(\(timer.id))", X86Syscall.timerSettime, [created, 0, address, 0])
             }
         }
@@ -89,13 +89,13 @@ extension ProcessBuilder {
     mutating func createThreads() throws {
         let flags = Linux.CLONE_VM | Linux.CLONE_FS | Linux.CLONE_FILES | Linux.CLONE_SIGHAND | Linux.CLONE_THREAD | Linux.CLONE_SYSVSEM
         for thread in image.threads.dropFirst() {
-            var tid = StructBytes()
-            tid.i32(thread.tid)
-            let tidAddress = try remote.put(tid.bytes, at: 256)
-            var args = StructBytes()      // struct clone_args
-            for field in [flags, 0, 0, 0, 0, 0, 0, 0, tidAddress, 1, 0] as [UInt64] { args.u64(field) }
-            let address = try remote.put(args.bytes)
-            try remote.call("clone3(set_tid \(thread.tid))", X86Syscall.clone3, [address, UInt64(args.bytes.count)])
+            var tid: [UInt8] = []
+            tid.appendLE(thread.tid)
+            let tidAddress = try remote.put(tid, at: 256)
+            var args: [UInt8] = []      // struct clone_args
+            for field in [flags, 0, 0, 0, 0, 0, 0, 0, tidAddress, 1, 0] as [UInt64] { args.appendLE(field) }
+            let address = try remote.put(args)
+            try remote.call("clone3(set_tid \(thread.tid))", X86Syscall.clone3, [address, UInt64(args.count)])
             guard let created = remote.createdThreads(by: pid).last, !traced.values.contains(created) else {
                 throw RestoreError(.kernel, "thread \(thread.tid) was created but not reported to the tracer")
             }
@@ -118,9 +118,9 @@ extension ProcessBuilder {
                 try remote.call("set_robust_list", X86Syscall.setRobustList, [thread.robustList, thread.robustListLength], in: tid)
             }
             if thread.altStack.sp != 0 && Int(thread.altStack.flags) & SS_DISABLE == 0 {
-                var stack = StructBytes()     // stack_t
-                stack.u64(thread.altStack.sp); stack.i32(0); stack.u32(0); stack.u64(thread.altStack.size)
-                let address = try remote.put(stack.bytes)
+                var stack: [UInt8] = []     // stack_t
+                stack.appendLE(thread.altStack.sp); stack.appendLE(Int32(0)); stack.appendLE(UInt32(0)); stack.appendLE(thread.altStack.size)
+                let address = try remote.put(stack)
                 try remote.call("sigaltstack", X86Syscall.sigaltstack, [address, 0], in: tid)
             }
             if !thread.name.isEmpty {
@@ -151,9 +151,9 @@ extension ProcessBuilder {
         let c = image.process.credentials
         let isRoot = c.uid == 0 && c.euid == 0 && c.suid == 0 && c.gid == 0 && c.egid == 0 && c.sgid == 0
         if !isRoot {
-            var groups = StructBytes()
-            for g in c.groups.prefix(65536) { groups.u32(g) }
-            let groupsAddress = try remote.put(groups.bytes, at: 8192)
+            var groups: [UInt8] = []
+            for g in c.groups.prefix(65536) { groups.appendLE(g) }
+            let groupsAddress = try remote.put(groups, at: 8192)
             for thread in image.threads {
                 let tid = traced[thread.tid]!
                 try remote.call("setgroups", X86Syscall.setgroups, [UInt64(c.groups.count), groupsAddress], in: tid)

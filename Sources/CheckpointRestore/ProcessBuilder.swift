@@ -254,18 +254,18 @@ struct ProcessBuilder {
             // skips: the end of the heap VMA is the break to page precision.
             mm.brk = image.vmas.first { $0.role == .heap }?.end ?? mm.startBrk
         }
-        var auxv = StructBytes()
-        for entry in image.process.auxv where entry.type != 0 { auxv.u64(entry.type); auxv.u64(entry.value) }
-        auxv.u64(0); auxv.u64(0)
-        let auxvAddress = try remote.put(auxv.bytes, at: 4096)
-        var map = StructBytes()
+        var auxv: [UInt8] = []
+        for entry in image.process.auxv where entry.type != 0 { auxv.appendLE(entry.type); auxv.appendLE(entry.value) }
+        auxv.appendLE(0); auxv.appendLE(0)
+        let auxvAddress = try remote.put(auxv, at: 4096)
+        var map: [UInt8] = []
         for field in [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack,
-                      mm.argStart, mm.argEnd, mm.envStart, mm.envEnd] { map.u64(field) }
-        map.u64(auxvAddress)
-        map.u32(UInt32(auxv.bytes.count))
-        map.u32(UInt32.max)     // exe_fd -1: the executable is already the one exec ran
-        let address = try remote.put(map.bytes)
-        try remote.call("prctl(PR_SET_MM, PR_SET_MM_MAP)", X86Syscall.prctl, [UInt64(Linux.PR_SET_MM), UInt64(Linux.PR_SET_MM_MAP), address, UInt64(map.bytes.count), 0])
+                      mm.argStart, mm.argEnd, mm.envStart, mm.envEnd] { map.appendLE(field) }
+        map.appendLE(auxvAddress)
+        map.appendLE(UInt32(auxv.count))
+        map.appendLE(UInt32.max)     // exe_fd -1: the executable is already the one exec ran
+        let address = try remote.put(map)
+        try remote.call("prctl(PR_SET_MM, PR_SET_MM_MAP)", X86Syscall.prctl, [UInt64(Linux.PR_SET_MM), UInt64(Linux.PR_SET_MM_MAP), address, UInt64(map.count), 0])
     }
 }
 

@@ -58,17 +58,20 @@ struct RemoteCalls {
     }
 }
 
-/// Little-endian byte encoding of kernel structs.
-struct StructBytes {
-    private(set) var bytes: [UInt8] = []
-    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
-    mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+/// Kernel structs for injected calls are built with the image writer's
+/// little-endian encoding (`appendLE`); these add the time structs.
+extension Array where Element == UInt8 {
     /// A struct timespec for `nanoseconds`.
-    mutating func timespec(_ nanoseconds: Int64) { i64(nanoseconds / 1_000_000_000); i64(nanoseconds % 1_000_000_000) }
+    mutating func appendTimespec(_ nanoseconds: Int64) {
+        appendLE(nanoseconds / 1_000_000_000)
+        appendLE(nanoseconds % 1_000_000_000)
+    }
+
     /// A struct timeval for `microseconds`.
-    mutating func timeval(_ microseconds: Int64) { i64(microseconds / 1_000_000); i64(microseconds % 1_000_000) }
+    mutating func appendTimeval(_ microseconds: Int64) {
+        appendLE(microseconds / 1_000_000)
+        appendLE(microseconds % 1_000_000)
+    }
 }
 
 /// Linux constants Swift's Glibc module leaves out (they need _GNU_SOURCE):

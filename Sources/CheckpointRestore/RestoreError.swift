@@ -37,7 +37,8 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
         self.cause = cause
     }
 
-    init(_ error: ImageError) {
+    /// The image (or its chain) cannot be used: `error` says why and sets the exit status.
+    public init(_ error: ImageError) {
         self.init(.image, "the image cannot be used: \(error.description)")
         imageError = error
     }

@@ -158,7 +158,7 @@ struct RestoreImage {
         }
         // Every mapped file and the executable must be the very file captured.
         var checked = Set<String>()
-        let files = vmas.filter { $0.path.hasPrefix("/") && $0.role != .sharedMemory && !$0.path.hasSuffix(" (deleted)") }
+        let files = vmas.filter(ProcessBuilder.isFileBacked)
             .map { ($0.path, $0.fileIdentity) } + [(process.exePath, process.exeIdentity)]
         for (path, saved) in files where checked.insert(path).inserted {
             guard let now = FileIdentity.of(path: path) else {
@@ -201,30 +201,5 @@ extension Restorer {
             if cc_wifexited(status) != 0 { return cc_wexitstatus(status) }
             if cc_wifsignaled(status) != 0 { return 128 + cc_wtermsig(status) }
         }
-    }
-}
-
-/// An image read from a pipe, kept in a temporary file while it is restored.
-public enum ImageSpool {
-    /// Copies standard input to a new file under $TMPDIR (or /tmp) and returns its path.
-    public static func fromStandardInput() throws(RestoreError) -> String {
-        let directory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
-        var template = Array("\(directory)/ccpm-restore-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw RestoreError(.image, "cannot spool the image from standard input", cause: "'mkstemp' failed: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            let written = buffer.withUnsafeBytes { write(fd, $0.baseAddress, n) }
-            guard written == n else {
-                unlink(path)
-                throw RestoreError(.image, "cannot spool the image to \(path)", cause: "'write' failed: \(String(cString: strerror(errno)))")
-            }
-        }
-        return path
     }
 }

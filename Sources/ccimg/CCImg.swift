@@ -49,28 +49,11 @@ func printOut(_ text: String) {
 /// Opens an image and its chain; "-" reads standard input into a temporary file first.
 func openChain(_ path: String, _ options: ChainOptions) throws -> ImageChain {
     if path == "-" {
-        let spooled = try StandardInputSpool.spool()
+        let spooled = try StandardInputSpool.spool(prefix: "ccimg-stdin")
         defer { unlink(spooled) }
         return try ImageChain.open(path: spooled, storeDirectories: options.store)
     }
     return try ImageChain.open(path: path, storeDirectories: options.store)
-}
-
-/// Copies standard input into an unnamed-after-open temporary file.
-enum StandardInputSpool {
-    static func spool() throws -> String {
-        let dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
-        let path = "\(dir)/ccimg-stdin-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).ccimg"
-        guard FileManager.default.createFile(atPath: path, contents: nil),
-              let out = FileHandle(forWritingAtPath: path) else {
-            throw ImageError(.io, "cannot create a temporary file in \(dir)", path: path)
-        }
-        defer { try? out.close() }
-        while let chunk = try FileHandle.standardInput.read(upToCount: 1 << 20), !chunk.isEmpty {
-            try out.write(contentsOf: chunk)
-        }
-        return path
-    }
 }
 
 struct Info: ParsableCommand {

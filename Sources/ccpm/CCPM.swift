@@ -82,7 +82,10 @@ struct Restore: ParsableCommand {
         options.newPIDNamespace = pidns
         options.notice = { FileHandle.standardError.write(Data("ccpm: \($0)\n".utf8)) }
         do {
-            let spooled = image == "-" ? try ImageSpool.fromStandardInput() : nil
+            let spooled: String?
+            do { spooled = image == "-" ? try StandardInputSpool.spool(prefix: "ccpm-restore") : nil } catch {
+                throw RestoreError(error)
+            }
             defer { if let spooled { unlink(spooled) } }
             let summary = try Restorer.restore(path: spooled ?? image, options: options)
             for warning in summary.warnings { FileHandle.standardError.write(Data("ccpm: warning: \(warning)\n".utf8)) }

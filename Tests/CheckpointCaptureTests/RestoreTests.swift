@@ -64,6 +64,23 @@ struct RestoreTests {
         return (Self.body(undisturbed.stdout), workload)
     }
 
+    /// `ccpm restore IMAGE` to the end; requires exit 0 and the undisturbed run's
+    /// lines in the workload's output file. Returns what ccpm printed on stderr.
+    @discardableResult
+    func restoreAndCompare(_ image: String, _ workload: Workload, _ undisturbed: [String]) throws -> String {
+        let restored = try CaptureSupport.run(ccpm, ["restore", image])
+        #expect(restored.status == 0, "ccpm restore \(image): \(restored.stderr)")
+        #expect(Self.body(workload.text) == undisturbed, "\(workload.text)")
+        return restored.stderr
+    }
+
+    /// `ccpm restore --detach` (and `extra` options): the restored process's PID.
+    func restoreDetached(_ image: String, _ extra: [String] = []) throws -> Int32 {
+        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach"] + extra + [image])
+        try #require(detached.status == 0, "ccpm restore --detach: \(detached.stderr)")
+        return try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
     func checkpoint(_ pid: Int32, _ image: String, _ extra: [String] = []) throws {
         let r = try CaptureSupport.run(ccpm, ["checkpoint", String(pid), "-o", image] + extra)
         try #require(r.status == 0, "ccpm checkpoint: \(r.stderr)")
@@ -75,10 +92,8 @@ struct RestoreTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (undisturbed, workload) = try midway(try CaptureSupport.program("state"), ["16", "\(dir)/file.txt"],
                                                  at: "tick 4", image: "\(dir)/s.ccimg", in: dir)
-        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/s.ccimg"])
-        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
-        #expect(restored.stderr.contains("restored pid \(workload.pid), 5 threads"), "\(restored.stderr)")
-        #expect(Self.body(workload.text) == undisturbed, "\(workload.text)")
+        let log = try restoreAndCompare("\(dir)/s.ccimg", workload, undisturbed)
+        #expect(log.contains("restored pid \(workload.pid), 5 threads"), "\(log)")
         #expect(workload.text.contains("offset=1234 usr2-pending=1 epoll=1/c0ffee memfd=contents signalfd=12"), "\(workload.text)")
     }
 
@@ -88,9 +103,7 @@ struct RestoreTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (undisturbed, workload) = try midway(try CaptureSupport.program("contend"), ["20"],
                                                  at: "round 6 ", image: "\(dir)/c.ccimg", in: dir)
-        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/c.ccimg"])
-        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
-        #expect(Self.body(workload.text) == undisturbed)
+        try restoreAndCompare("\(dir)/c.ccimg", workload, undisturbed)
         #expect(workload.text.hasSuffix("DONE rounds=20\n"))
     }
 
@@ -102,9 +115,7 @@ struct RestoreTests {
         try Self.pythonScript.write(toFile: "\(dir)/compute.py", atomically: true, encoding: .utf8)
         let (undisturbed, workload) = try midway("/usr/bin/python3", ["\(dir)/compute.py"],
                                                  at: "step 10 ", image: "\(dir)/p.ccimg", in: dir)
-        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/p.ccimg"])
-        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
-        #expect(Self.body(workload.text) == undisturbed, "\(workload.text)")
+        try restoreAndCompare("\(dir)/p.ccimg", workload, undisturbed)
     }
 
     @Test("a chain of three incremental images restores from the last; its flattened form too, and twice in separate PID namespaces")
@@ -123,9 +134,7 @@ struct RestoreTests {
         try workload.reap()
         let cut = workload.text
 
-        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/3.ccimg"])
-        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
-        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+        try restoreAndCompare("\(dir)/3.ccimg", workload, Self.body(undisturbed.stdout))
 
         let flat = try CaptureSupport.run(ccimg, ["flatten", "\(dir)/3.ccimg", "-o", "\(dir)/flat.ccimg"])
         try #require(flat.status == 0, "ccimg flatten: \(flat.stderr)")
@@ -152,17 +161,13 @@ struct RestoreTests {
         try #require(workload.waitFor("tick 3"))
         try checkpoint(workload.pid, "\(dir)/a.ccimg")
         try workload.reap()
-        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "\(dir)/a.ccimg"])
-        try #require(detached.status == 0, "ccpm restore --detach: \(detached.stderr)")
-        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try restoreDetached("\(dir)/a.ccimg")
         #expect(pid == workload.pid)
         try #require(workload.waitFor("tick 10"))
         try checkpoint(pid, "\(dir)/b.ccimg")
         // The restored process was reparented to init, which reaps it in its own time:
         // the second restore takes a new PID namespace when the PID is still taken.
-        let again = try CaptureSupport.run(ccpm, ["restore", "\(dir)/b.ccimg"])
-        #expect(again.status == 0, "second restore: \(again.stderr)")
-        #expect(Self.body(workload.text) == Self.body(undisturbed.stdout))
+        try restoreAndCompare("\(dir)/b.ccimg", workload, Self.body(undisturbed.stdout))
     }
 
     @Test("a damaged image or a changed executable is refused before anything runs")
@@ -224,9 +229,7 @@ struct RestoreTests {
                                                  at: "tick 10", image: "\(dir)/t.ccimg", in: dir)
         let sync = try #require(try ImageReader(path: "\(dir)/t.ccimg").section(.syncObjects, as: Ccimg_V1_SyncObjects.self))
         #expect(sync.posixTimers.map(\.id).sorted() == [0, 1] && sync.intervalTimers.count == 1)
-        let restored = try CaptureSupport.run(ccpm, ["restore", "\(dir)/t.ccimg"])
-        #expect(restored.status == 0, "ccpm restore: \(restored.stderr)")
-        #expect(Self.body(workload.text) == undisturbed, "\(workload.text)")
+        try restoreAndCompare("\(dir)/t.ccimg", workload, undisturbed)
     }
 
     @Test("a process stopped by SIGSTOP comes back stopped, and goes on after SIGCONT")
@@ -272,9 +275,7 @@ struct RestoreTests {
         try #require(workload.waitFor("tick 2"))
         try checkpoint(workload.pid, "\(dir)/u.ccimg")
         try workload.reap()
-        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "\(dir)/u.ccimg"])
-        try #require(detached.status == 0, "\(detached.stderr)")
-        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try restoreDetached("\(dir)/u.ccimg")
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
         #expect(status.contains("Uid:\t65534\t65534\t65534\t65534") && status.contains("Gid:\t65534\t65534\t65534\t65534"), "\(status)")
         #expect(workload.waitFor("DONE"))
@@ -307,9 +308,7 @@ struct RestoreTests {
         let (undisturbed, workload) = try midway("/usr/bin/python3", ["\(dir)/clock.py"],
                                                  at: "step 6 ", image: "\(dir)/v.ccimg", in: dir)
         let savedVdso = try #require(try ImageReader(path: "\(dir)/v.ccimg").memoryMap.first { $0.role == .vdso })
-        let detached = try CaptureSupport.run(ccpm, ["restore", "--detach", "--vdso-proxy", "\(dir)/v.ccimg"])
-        try #require(detached.status == 0, "\(detached.stderr)")
-        let pid = try #require(Int32(detached.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try restoreDetached("\(dir)/v.ccimg", ["--vdso-proxy"])
         let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
         let at = String(savedVdso.start, radix: 16)
         #expect(maps.split(separator: "\n").contains { $0.hasPrefix(at) && !$0.contains("[vdso]") }, "the old vdso is ordinary memory now")
