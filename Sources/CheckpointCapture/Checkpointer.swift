@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// How to take a checkpoint.
 public struct CheckpointOptions: Sendable {
@@ -53,9 +57,9 @@ public enum Checkpointer {
     }
 
     /// With CCPM_PHASES set, prints how long each phase took (for tuning).
-    static let tracePhases = ProcessInfo.processInfo.environment["CCPM_PHASES"] != nil
+    static let tracePhases = Host.environment("CCPM_PHASES") != nil
     static func phase(_ name: String, since start: UInt64) {
-        if tracePhases { FileHandle.standardError.write(Data("ccpm: phase \(name) at \(String(format: "%.2f", Double(now() - start) / 1e6)) ms\n".utf8)) }
+        if tracePhases { StandardStream.error.write("ccpm: phase \(name) at \((Double(now() - start) / 1e6).fixed(2)) ms\n") }
     }
 
     /// Checkpoints `pid` into `output`. On any failure the process is left

@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Kernel-tracked dirty pages for incremental images (issue #3): a
 /// userfaultfd in write-protect *async* mode (UFFD_FEATURE_WP_ASYNC) makes the
@@ -20,7 +24,7 @@ enum DirtyTracking {
     static var stateDirectory: String {
         let run = "/run/ccpm"
         if mkdir(run, 0o700) == 0 || errno == EEXIST, access(run, W_OK) == 0 { return run }
-        return ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        return Host.temporaryDirectory
     }
 
     /// The note for one process incarnation (pid and start time, so a reused PID never matches).

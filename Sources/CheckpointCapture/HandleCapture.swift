@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Reads a process's file descriptors (§5.3 handles) from /proc/PID/fd and
 /// /proc/PID/fdinfo, and — through pidfd_getfd(2), which hands us the same

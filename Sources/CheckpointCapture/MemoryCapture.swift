@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Reads a stopped process's memory map and pages (§5.3 memory map, §6 pages).
 ///

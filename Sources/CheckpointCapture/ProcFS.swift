@@ -1,4 +1,9 @@
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Reading /proc/PID (proc(5)). Every parser takes text and returns values,
 /// so it can be tested on samples; `ProcFS.read` fetches the text.
@@ -92,7 +97,7 @@ package enum ProcFS {
             let dev = fields[3].split(separator: ":")
             guard dev.count == 2, let major = UInt32(dev[0], radix: 16), let minor = UInt32(dev[1], radix: 16),
                   let inode = UInt64(fields[4]) else { return nil }
-            let path = fields.count > 5 ? String(fields[5]).trimmingCharacters(in: .whitespaces) : ""
+            let path = fields.count > 5 ? fields[5].trimmed() : ""
             return MapsEntry(start: start, end: end, read: perms[0] == "r", write: perms[1] == "w", execute: perms[2] == "x",
                              shared: perms[3] == "s", offset: offset, device: (major, minor), inode: inode, path: path)
         }
@@ -105,7 +110,7 @@ package enum ProcFS {
         var result: [String: String] = [:]
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            result[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            result[String(line[..<colon])] = line[line.index(after: colon)...].trimmed()
         }
         return result
     }
@@ -131,7 +136,7 @@ package enum ProcFS {
     package static func parseFdinfo(_ text: String) -> [(String, String)] {
         text.split(separator: "\n").compactMap { line in
             guard let colon = line.firstIndex(of: ":") else { return nil }
-            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmed())
         }
     }
 
@@ -155,9 +160,20 @@ package enum ProcFS {
 
     /// `(sec, nsec)` as timerfd fdinfo prints it, in nanoseconds.
     package static func parseTimespecPair(_ text: String) -> Int64? {
-        let digits = text.trimmingCharacters(in: CharacterSet(charactersIn: "() ")).split(separator: ",")
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+        let digits = text.trimmed("() ").split(separator: ",").map { $0.trimmed() }
         guard digits.count == 2, let s = Int64(digits[0]), let ns = Int64(digits[1]) else { return nil }
         return s * 1_000_000_000 + ns
+    }
+}
+
+extension StringProtocol {
+    /// The text without the leading and trailing `characters` (by default the
+    /// blanks /proc pads its fields with).
+    package func trimmed(_ characters: String = " \t\n") -> String {
+        var scalars = Substring(self).unicodeScalars
+        let set = Set(characters.unicodeScalars)
+        while let first = scalars.first, set.contains(first) { scalars.removeFirst() }
+        while let last = scalars.last, set.contains(last) { scalars.removeLast() }
+        return String(scalars)
     }
 }

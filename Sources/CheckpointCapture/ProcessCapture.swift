@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The process-wide facts (§5.3 process) from /proc/PID and prlimit(2).
 enum ProcessCapture {
@@ -66,7 +70,7 @@ enum ProcessCapture {
             l.hard = hard
             p.rlimits.append(l)
         }
-        p.personality = UInt32((try? ProcFS.read("/proc/\(pid)/personality"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0", radix: 16) ?? 0
+        p.personality = UInt32((try? ProcFS.read("/proc/\(pid)/personality"))?.trimmed() ?? "0", radix: 16) ?? 0
         return p
     }
 
@@ -82,7 +86,7 @@ enum ProcessCapture {
         m.kernelRelease = text(u.release)
         m.hostname = text(u.nodename)
         m.xsaveFeatures = cc_xgetbv0()
-        m.cpuCount = UInt32(ProcessInfo.processInfo.activeProcessorCount)
+        m.cpuCount = UInt32(Host.onlineProcessors)
         return m
     }
 }

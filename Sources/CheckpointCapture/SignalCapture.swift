@@ -1,6 +1,10 @@
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// State only the process itself can ask the kernel for, read by injected
 /// system calls (``SyscallInjector``): signal dispositions (rt_sigaction),
@@ -108,7 +112,7 @@ enum InjectedCapture {
         guard let text = try? ProcFS.read("/proc/\(pid)/timers") else { return [] }
         var timers: [Ccimg_V1_PosixTimer] = []
         for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmed() }
             guard parts.count == 2 else { continue }
             switch parts[0] {
             case "ID":

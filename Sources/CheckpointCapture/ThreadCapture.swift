@@ -3,7 +3,11 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Reads one stopped thread's state (§5.3 threads): registers
 /// (PTRACE_GETREGS), XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE), signal mask
@@ -17,7 +21,7 @@ enum ThreadCapture {
     static func capture(_ thread: TracedProcess.StoppedThread, pid: Int32, readShared: Bool) throws(SystemCallError) -> Ccimg_V1_ThreadState {
         var state = Ccimg_V1_ThreadState()
         state.tid = thread.tid
-        state.name = ((try? ProcFS.read("/proc/\(pid)/task/\(thread.tid)/comm")) ?? "").trimmingCharacters(in: .newlines)
+        state.name = ((try? ProcFS.read("/proc/\(pid)/task/\(thread.tid)/comm")) ?? "").trimmed("\n")
 
         var regs = user_regs_struct()
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(thread.tid, &regs))

@@ -1,5 +1,9 @@
 import CZstd
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {
@@ -63,7 +67,7 @@ enum Zstd {
 
 /// A stack of zstd contexts shared by the compression threads; each is used by one thread at a time.
 private final class ContextPool: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var free: [OpaquePointer] = []
     private let make: () -> OpaquePointer?
 

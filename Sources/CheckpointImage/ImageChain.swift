@@ -1,4 +1,9 @@
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// An image and its parents (§8), newest first, with pages resolved through
 /// the chain: an inherited page is looked up at the same address in the parent.

@@ -1,4 +1,9 @@
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import SwiftProtobuf
 
 /// Builds the models behind `ccimg info`, `dump` and `stat` (spec/ccimg-json.md).
@@ -41,13 +46,22 @@ public enum ImageInspector {
         }
     }
 
+    /// RFC 3339 in UTC with nanoseconds, e.g. 2026-11-25T19:08:36.123456789Z (gmtime_r).
     static func timestamp(_ ns: Int64) -> String {
-        let date = Date(timeIntervalSince1970: Double(ns / 1_000_000_000))
-        let f = ISO8601DateFormatter()
-        f.timeZone = TimeZone(identifier: "UTC")
-        let frac = String(format: "%09lld", ns % 1_000_000_000)
-        let base = f.string(from: date)
-        return base.replacingOccurrences(of: "Z", with: ".\(frac)Z")
+        var seconds = time_t(ns / 1_000_000_000)
+        var fraction = ns % 1_000_000_000
+        if fraction < 0 {
+            seconds -= 1
+            fraction += 1_000_000_000
+        }
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func padded(_ value: some BinaryInteger, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(padded(t.tm_year + 1900, 4))-\(padded(t.tm_mon + 1, 2))-\(padded(t.tm_mday, 2))T"
+            + "\(padded(t.tm_hour, 2)):\(padded(t.tm_min, 2)):\(padded(t.tm_sec, 2)).\(padded(fraction, 9))Z"
     }
 
     static func headerJSON(_ image: ImageReader) -> JSONValue {
@@ -243,7 +257,7 @@ public enum ImageInspector {
             let name = SectionKind(rawValue: entry.kind)?.name ?? "kind-\(entry.kind)"
             return .object([("name", .string(name)), ("bytes", .count(entry.length))])
         }
-        let ratio = frameTotal == 0 ? "n/a" : String(format: "%.3f", Double(storedRaw) / Double(frameTotal))
+        let ratio = frameTotal == 0 ? "n/a" : (Double(storedRaw) / Double(frameTotal)).fixed(3)
         let roleList: [JSONValue] = roles.keys.sorted().map { name in
             let s = roles[name]!
             let pairs: [(String, JSONValue)] = [

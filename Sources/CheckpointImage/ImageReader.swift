@@ -1,4 +1,9 @@
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import SwiftProtobuf
 
 /// Reads an image file at random (§7): footer → index → any section or page
@@ -22,7 +27,7 @@ public final class ImageReader: @unchecked Sendable {
 
     let descriptor: OwnedDescriptor
     private var cachedFrame: (number: Int, bytes: [UInt8])?
-    private let lock = NSLock()
+    private let lock = Lock()
 
     /// Opens and checks `path`.
     public init(path: String) throws(ImageError) {

@@ -1,4 +1,10 @@
+import Dispatch
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import SwiftProtobuf
 
 /// How an ``ImageWriter`` labels and lays out an image.
@@ -15,7 +21,7 @@ public struct ImageWriterOptions: Sendable {
     public var pagesPerFrame: UInt32 = ImageFormat.defaultPagesPerFrame
     public var compressionLevel: Int32 = ImageFormat.frameCompressionLevel
     /// Frames compressed at once; defaults to four per core.
-    public var compressionBatch = max(2, ProcessInfo.processInfo.activeProcessorCount * 4)
+    public var compressionBatch = max(2, Host.onlineProcessors * 4)
     /// §6.4 Store identical pages once.
     public var deduplicate = true
     /// Writes this parent link instead of the real one (fixtures build broken chains with it).
@@ -433,7 +439,7 @@ final class CompressionPipeline: @unchecked Sendable {
     /// Free places for frames being compressed; the producer drains finished ones after each wait.
     let slots: DispatchSemaphore
     let group = DispatchGroup()
-    private let lock = NSLock()
+    private let lock = Lock()
     private var done: [Int: Frame] = [:]
 
     init(slots: Int) { self.slots = DispatchSemaphore(value: slots) }

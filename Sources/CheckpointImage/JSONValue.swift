@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import SwiftProtobuf
 
 /// A JSON value with ordered object keys, printed deterministically — the
@@ -35,31 +39,10 @@ public indirect enum JSONValue: Equatable, Sendable {
     /// A protobuf message in the proto3 JSON mapping, keys sorted.
     public static func message(_ message: some SwiftProtobuf.Message) -> JSONValue {
         guard let text = try? message.jsonString(),
-              let any = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
+              let decoded = try? JSONDecoder().decode(DecodedJSON.self, from: Data(text.utf8)) else {
             return .null
         }
-        return JSONValue(any: any)
-    }
-
-    init(any: Any) {
-        switch any {
-        case let d as [String: Any]:
-            self = .object(d.keys.sorted().map { ($0, JSONValue(any: d[$0]!)) })
-        case let a as [Any]:
-            self = .array(a.map(JSONValue.init(any:)))
-        case let s as String:
-            self = .string(s)
-        case let n as NSNumber:
-            if String(describing: type(of: n)).contains("Boolean") {
-                self = .bool(n.boolValue)
-            } else if let i = Int64(exactly: n.doubleValue), !"\(n)".contains(".") {
-                self = .int(i)
-            } else {
-                self = .string("\(n)")
-            }
-        default:
-            self = .null
-        }
+        return decoded.value
     }
 
     /// Member `key` of an object.
@@ -127,5 +110,43 @@ public indirect enum JSONValue: Equatable, Sendable {
             }
         }
         out += "\""
+    }
+}
+
+/// Reads any JSON text into a ``JSONValue``: objects with their keys sorted,
+/// integers as integers, other numbers as their text.
+private struct DecodedJSON: Decodable {
+    let value: JSONValue
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Swift.Decoder) throws {
+        if let object = try? decoder.container(keyedBy: Key.self) {
+            value = .object(try object.allKeys.map(\.stringValue).sorted().map { key in
+                (key, try object.decode(DecodedJSON.self, forKey: Key(stringValue: key)).value)
+            })
+        } else if var array = try? decoder.unkeyedContainer() {
+            var items: [JSONValue] = []
+            while !array.isAtEnd { items.append(try array.decode(DecodedJSON.self).value) }
+            value = .array(items)
+        } else {
+            let single = try decoder.singleValueContainer()
+            if single.decodeNil() {
+                value = .null
+            } else if let b = try? single.decode(Bool.self) {
+                value = .bool(b)
+            } else if let i = try? single.decode(Int64.self) {
+                value = .int(i)
+            } else if let d = try? single.decode(Double.self) {
+                value = .string("\(d)")
+            } else {
+                value = .string(try single.decode(String.self))
+            }
+        }
     }
 }

@@ -1,7 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// An image read from a pipe ("-"), kept in a temporary file so that it can be
 /// read at random (§2: the memory map and page map follow the frames). Used by
@@ -10,7 +14,7 @@ public enum StandardInputSpool {
     /// Copies standard input into a new file under $TMPDIR (or /tmp), created
     /// exclusively (mkstemp), and returns its path.
     public static func spool(prefix: String) throws(ImageError) -> String {
-        let directory = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        let directory = Host.temporaryDirectory
         var template = Array("\(directory)/\(prefix)-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {

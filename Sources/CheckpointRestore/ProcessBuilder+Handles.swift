@@ -4,7 +4,11 @@ import Glibc
 import CCheckpointKernel
 import CheckpointCapture
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// File descriptors (§5.3 handles, sync objects): each object is created in
 /// the process at a free number, then moved to its saved number (dup3), then

@@ -4,7 +4,11 @@ import Glibc
 import CCheckpointKernel
 import CheckpointCapture
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Process-wide state, then the threads: each created with its TID, given its
 /// per-thread kernel state from inside, then its registers, and let go.

@@ -1,10 +1,15 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointCapture
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Fills the stopped, freshly executed process with the image's state, from
 /// outside (ptrace, /proc/PID/mem, prlimit) and from inside (injected calls).
@@ -290,7 +295,7 @@ struct PageWriter {
         self.pid = pid
         self.mem = mem
         self.chain = chain
-        prefetcher = FramePrefetcher(reader: chain.top, depth: max(2, ProcessInfo.processInfo.activeProcessorCount))
+        prefetcher = FramePrefetcher(reader: chain.top, depth: max(2, Host.onlineProcessors))
         buffer.reserveCapacity(8 << 20)
     }
 
@@ -347,7 +352,7 @@ struct PageWriter {
 final class FramePrefetcher: @unchecked Sendable {
     private let reader: ImageReader
     private let depth: Int
-    private let condition = NSCondition()
+    private let condition = Condition()
     private var ready: [Int: Result<[UInt8], ImageError>] = [:]
     private var inFlight = Set<Int>()
     private var scheduledUpTo = -1

@@ -1,10 +1,15 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointCapture
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import SwiftProtobuf
 
 /// What `ccpm restore` was asked for.

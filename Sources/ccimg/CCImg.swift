@@ -1,6 +1,11 @@
+import Glibc
 import ArgumentParser
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// `ccimg`: inspect, compare, check and transform checkpoint images.
 @main
@@ -37,13 +42,13 @@ func reportingImageErrors(_ body: () throws -> Void, troubleStatus: Int32? = nil
         case .unsupported: hint = " — a newer ccimg may read it"
         default: hint = ""
         }
-        FileHandle.standardError.write(Data("ccimg: error: \(error)\(hint)\n".utf8))
+        StandardStream.error.write("ccimg: error: \(error)\(hint)\n")
         throw ExitCode(troubleStatus ?? error.code.exitStatus)
     }
 }
 
 func printOut(_ text: String) {
-    FileHandle.standardOutput.write(Data(text.utf8))
+    StandardStream.output.write(text)
 }
 
 /// Opens an image and its chain; "-" reads standard input into a temporary file first.
@@ -57,7 +62,7 @@ func openChain(_ path: String, _ options: ChainOptions) throws -> ImageChain {
 }
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "One screen about an image: producer, format, process, sizes, parent chain.")
+    static let configuration = CommandConfiguration(commandName: "info", abstract: "One screen about an image: producer, format, process, sizes, parent chain.")
     @Argument(help: "The image ('-' for standard input).") var image: String
     @Flag(help: "Print JSON (schema ccimg.info/1).") var json = false
     @OptionGroup var chainOptions: ChainOptions
@@ -72,7 +77,7 @@ struct Info: ParsableCommand {
 }
 
 struct Dump: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Everything in an image, readable; or a hexdump of memory as of that image.")
+    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Everything in an image, readable; or a hexdump of memory as of that image.")
     @Argument(help: "The image ('-' for standard input).") var image: String
     @Option(help: ArgumentHelp("Only this part: header, memory, process, threads, sync-objects, handles, sockets, console, signals, metadata.", valueName: "S"))
     var section: String?
@@ -99,7 +104,7 @@ struct Dump: ParsableCommand {
                         ("schema", .string("ccimg.memory/1")),
                         ("address", .hex(range.address)),
                         ("length", .count(range.length)),
-                        ("hex", .string(bytes.map { String(format: "%02x", $0) }.joined())),
+                        ("hex", .string(bytes.map { $0.hex(width: 2) }.joined())),
                     ]).rendered())
                 } else {
                     printOut(TextRenderer.hexdump(bytes, address: range.address))
@@ -114,6 +119,7 @@ struct Dump: ParsableCommand {
 
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "diff",
         abstract: "What changed between two images of one process. Exit 0 same, 1 different, 2 trouble.")
     @Argument(help: "The older image.") var a: String
     @Argument(help: "The newer image.") var b: String
@@ -133,6 +139,7 @@ struct Diff: ParsableCommand {
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "verify",
         abstract: "Check structure, checksums and parent chain; --deep also decompresses every frame and checks every page hash.",
         discussion: "Exit status: 0 sound; otherwise that of the first problem's class (10-16), 2 if the file cannot be read.")
     @Argument(help: "The image ('-' reads a stream from standard input; parents are then not checked).") var image: String
@@ -151,7 +158,7 @@ struct Verify: ParsableCommand {
             printOut("\(image): OK (\(report.sections) sections, \(report.frames) frames, \(report.storedPages) stored pages\(report.deep ? ", \(report.pagesHashed) pages hashed" : "")\(chain))\n")
         } else {
             for problem in report.problems {
-                FileHandle.standardError.write(Data("ccimg: \(problem)\n".utf8))
+                StandardStream.error.write("ccimg: \(problem)\n")
             }
             printOut("\(image): FAILED (\(report.problems.count) problem\(report.problems.count == 1 ? "" : "s"))\n")
         }
@@ -160,7 +167,7 @@ struct Verify: ParsableCommand {
 }
 
 struct Stat: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Sizes per section and per VMA role; compression ratio; zero, dedup and inherited page counts.")
+    static let configuration = CommandConfiguration(commandName: "stat", abstract: "Sizes per section and per VMA role; compression ratio; zero, dedup and inherited page counts.")
     @Argument(help: "The image ('-' for standard input).") var image: String
     @Flag(help: "Print JSON (schema ccimg.stat/1).") var json = false
     @OptionGroup var chainOptions: ChainOptions
@@ -174,7 +181,7 @@ struct Stat: ParsableCommand {
 }
 
 struct Flatten: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write an incremental image and its parents as one standalone image.")
+    static let configuration = CommandConfiguration(commandName: "flatten", abstract: "Write an incremental image and its parents as one standalone image.")
     @Argument(help: "The newest image of the chain.") var image: String
     @Option(name: .shortAndLong, help: "Where to write the standalone image (written atomically).") var output: String
     @OptionGroup var chainOptions: ChainOptions
@@ -189,7 +196,7 @@ struct Flatten: ParsableCommand {
 }
 
 struct Extract: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write a range of memory, as of an image, to a file.")
+    static let configuration = CommandConfiguration(commandName: "extract", abstract: "Write a range of memory, as of an image, to a file.")
     @Argument(help: "The image.") var image: String
     @Option(help: ArgumentHelp("Range to extract: ADDR in hex with 0x, LEN decimal or hex.", valueName: "ADDR+LEN")) var memory: String
     @Option(name: .shortAndLong, help: "The file to write (written atomically).") var output: String

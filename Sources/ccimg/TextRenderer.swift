@@ -1,5 +1,9 @@
 import CheckpointImage
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Human-readable forms of the JSON models (the `--json` forms are the stable ones).
 enum TextRenderer {
@@ -40,10 +44,9 @@ enum TextRenderer {
             guard let data = Data(base64Encoded: s) else { return value }
             let bytes = [UInt8](data)
             if !bytes.isEmpty, bytes.allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) {
-                return .string("\"" + String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
-                    .replacingOccurrences(of: "\r", with: "\\r") + "\"")
+                return .string("\"" + bytes.map { $0 == 0x0a ? "\\n" : $0 == 0x0d ? "\\r" : String(UnicodeScalar($0)) }.joined() + "\"")
             }
-            if bytes.count <= 32 { return .string(bytes.map { String(format: "%02x", $0) }.joined()) }
+            if bytes.count <= 32 { return .string(bytes.map { $0.hex(width: 2) }.joined()) }
             return .string("<\(bytes.count) bytes>")
         case .string(let s) where hexKeys.contains(key):
             if let v = UInt64(s) { return .hex(v) }
@@ -126,12 +129,13 @@ enum TextRenderer {
         var i = 0
         while i < bytes.count {
             let line = bytes[i..<min(i + 16, bytes.count)]
-            let hex = line.map { String(format: "%02x", $0) }
+            let hex = line.map { $0.hex(width: 2) }
             let left = hex.prefix(8).joined(separator: " ")
             let right = hex.dropFirst(8).joined(separator: " ")
             let ascii = String(line.map { (0x20...0x7e).contains($0) ? Character(UnicodeScalar($0)) : "." })
-            let hexPart = (left + (right.isEmpty ? "" : "  " + right)).padding(toLength: 49, withPad: " ", startingAt: 0)
-            out += String(format: "%016llx  ", address + UInt64(i)) + hexPart + " |\(ascii)|\n"
+            var hexPart = left + (right.isEmpty ? "" : "  " + right)
+            hexPart += String(repeating: " ", count: max(0, 49 - hexPart.count))
+            out += (address + UInt64(i)).hex(width: 16) + "  " + hexPart + " |\(ascii)|\n"
             i += 16
         }
         return out

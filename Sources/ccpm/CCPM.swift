@@ -1,8 +1,13 @@
+import Glibc
 import ArgumentParser
 import CheckpointCapture
 import CheckpointImage
 import CheckpointRestore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// `ccpm`: checkpoint (and later restore) live processes.
 @main
@@ -26,7 +31,7 @@ struct CCPM: ParsableCommand {
 }
 
 struct Checkpoint: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write an image of a running process.")
+    static let configuration = CommandConfiguration(commandName: "checkpoint", abstract: "Write an image of a running process.")
 
     @Argument(help: "The process to checkpoint.") var pid: Int32
     @Option(name: .shortAndLong, help: "The image to write ('-' for standard output); written atomically.") var output: String
@@ -53,11 +58,11 @@ struct Checkpoint: ParsableCommand {
             }
             let summary = try Checkpointer.checkpoint(pid: pid, to: out, options: options)
             ProgressBar.clear()
-            for warning in summary.warnings { FileHandle.standardError.write(Data("ccpm: warning: \(warning)\n".utf8)) }
-            FileHandle.standardError.write(Data((Summary.line(summary, output: output) + "\n").utf8))
+            for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
+            StandardStream.error.write((Summary.line(summary, output: output) + "\n"))
         } catch let error as CaptureError {
             ProgressBar.clear()
-            FileHandle.standardError.write(Data("ccpm: error: \(error)\n".utf8))
+            StandardStream.error.write("ccpm: error: \(error)\n")
             throw ExitCode(error.code.exitStatus)
         }
     }
@@ -65,6 +70,7 @@ struct Checkpoint: ParsableCommand {
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "restore",
         abstract: "Bring a process back from an image or the newest image of a chain.",
         discussion: "Without --detach ccpm stays the process's parent and exits with its exit status, as 'criu restore' does.")
 
@@ -80,7 +86,7 @@ struct Restore: ParsableCommand {
         options.vdsoProxy = vdsoProxy
         options.storeDirectories = store
         options.newPIDNamespace = pidns
-        options.notice = { FileHandle.standardError.write(Data("ccpm: \($0)\n".utf8)) }
+        options.notice = { StandardStream.error.write("ccpm: \($0)\n") }
         do {
             let spooled: String?
             do { spooled = image == "-" ? try StandardInputSpool.spool(prefix: "ccpm-restore") : nil } catch {
@@ -88,17 +94,17 @@ struct Restore: ParsableCommand {
             }
             defer { if let spooled { unlink(spooled) } }
             let summary = try Restorer.restore(path: spooled ?? image, options: options)
-            for warning in summary.warnings { FileHandle.standardError.write(Data("ccpm: warning: \(warning)\n".utf8)) }
+            for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
             let namespace = summary.inNewNamespace ? " (pid \(summary.imagePID) in a new PID namespace)" : ""
-            FileHandle.standardError.write(Data(("ccpm: restored pid \(summary.pid)\(namespace), \(summary.threads) thread\(summary.threads == 1 ? "" : "s"), "
-                + "\(summary.pagesWritten) pages, in \(String(format: "%.1f", Double(summary.nanoseconds) / 1e6)) ms\n").utf8))
+            StandardStream.error.write(("ccpm: restored pid \(summary.pid)\(namespace), \(summary.threads) thread\(summary.threads == 1 ? "" : "s"), "
+                + "\(summary.pagesWritten) pages, in \((Double(summary.nanoseconds) / 1e6).fixed(1)) ms\n"))
             if detach {
                 print(summary.pid)
                 return
             }
             throw ExitCode(Restorer.waitForExit(summary))
         } catch let error as RestoreError {
-            FileHandle.standardError.write(Data("ccpm: error: \(error)\n".utf8))
+            StandardStream.error.write("ccpm: error: \(error)\n")
             throw ExitCode(error.exitStatus)
         }
     }
@@ -112,8 +118,8 @@ enum Summary {
         let freeze = Double(s.freezeNanoseconds) / 1e6, total = Double(s.totalNanoseconds) / 1e6
         return "ccpm: pid \(s.pid) (\(s.threads) thread\(s.threads == 1 ? "" : "s")) -> \(output): "
             + "\(stored) stored, \(zero) zero, \(dedup) dedup, \(inherited) inherited pages; "
-            + "\(s.image.fileBytes) bytes, ratio \(String(format: "%.2f", ratio)); "
-            + "freeze \(String(format: "%.1f", freeze)) ms, total \(String(format: "%.1f", total)) ms; "
+            + "\(s.image.fileBytes) bytes, ratio \(ratio.fixed(2)); "
+            + "freeze \(freeze.fixed(1)) ms, total \(total.fixed(1)) ms; "
             + "tracking \(s.trackingMode); process \(s.leftRunning ? "left running" : "killed")"
     }
 }
@@ -130,11 +136,11 @@ enum ProgressBar {
         let width = 30
         let filled = width * percent / 100
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        FileHandle.standardError.write(Data("\r[\(bar)] \(percent)% of \(total >> 20) MiB".utf8))
+        StandardStream.error.write("\r[\(bar)] \(percent)% of \(total >> 20) MiB")
     }
 
     static func clear() {
-        if last >= 0 { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+        if last >= 0 { StandardStream.error.write("\r\u{1b}[K") }
         last = -1
     }
 }
