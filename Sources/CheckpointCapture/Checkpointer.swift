@@ -62,6 +62,18 @@ public enum Checkpointer {
         if tracePhases { StandardStream.error.write("ccpm: phase \(name) at \((Double(now() - start) / 1e6).fixed(2)) ms\n") }
     }
 
+    /// Frame size for this capture (decision 0006): small frames when little will be
+    /// stored — an increment, or a process with under 32 MiB of anonymous and shared
+    /// memory resident (RssAnon + RssShmem of /proc/PID/status) — else 1 MiB frames.
+    static func pagesPerFrame(pid: Int32, incremental: Bool) -> UInt32 {
+        if incremental { return ImageFormat.smallImagePagesPerFrame }
+        guard let status = try? ProcFS.parseStatus(ProcFS.read("/proc/\(pid)/status")) else {
+            return ImageFormat.defaultPagesPerFrame
+        }
+        let kib = ["RssAnon", "RssShmem"].compactMap { status[$0]?.split(separator: " ").first.flatMap { UInt64($0) } }.reduce(0, +)
+        return kib < 32 << 10 ? ImageFormat.smallImagePagesPerFrame : ImageFormat.defaultPagesPerFrame
+    }
+
     /// Checkpoints `pid` into `output`. On any failure the process is left
     /// running as it was (detached, nothing injected) and nothing appears at
     /// a file output's path.
@@ -104,6 +116,7 @@ public enum Checkpointer {
         writerOptions.createdUnixNanoseconds = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
         writerOptions.machine = ProcessCapture.machineFacts()
         if writerOptions.producerName == "ccimg" { writerOptions.producerName = "ccpm" }
+        writerOptions.pagesPerFrame = pagesPerFrame(pid: pid, incremental: parent != nil)
         let writer: ImageWriter
         do { writer = try ImageWriter(output: output, options: writerOptions, parent: parent) } catch {
             throw CaptureError.from(error, pid: pid)

@@ -130,10 +130,9 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        // Read into one reused buffer, as large as the largest region needs (at most 16 MiB), not zero-filled.
+        // Read into one reused buffer, as large as the largest region needs (at most 16 MiB).
         let largest = regions.filter { !$0.skip }.map { $0.vma.end - $0.vma.start }.max() ?? 0
-        let bufferBytes = Int(min(UInt64(chunkPages) * pageSize, largest))
-        var buffer = [UInt8](unsafeUninitializedCapacity: max(bufferBytes, Int(pageSize))) { _, n in n = max(bufferBytes, Int(pageSize)) }
+        let buffer = PageBuffer(bytes: Int(max(pageSize, min(UInt64(chunkPages) * pageSize, largest))))
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -150,7 +149,7 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: &buffer, total: &total)
+                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer, total: &total)
                     continue
                 }
                 writtenMask = mask
@@ -179,11 +178,9 @@ struct MemoryCapture {
                     let runBytes = (j - i) * Int(pageSize)
                     switch kind {
                     case .read:
-                        try buffer.withUnsafeMutableBytes { raw in
-                            let dest = UnsafeMutableRawBufferPointer(rebasing: raw[0..<runBytes])
-                            try readMemory(into: dest, at: runStart, mem: mem)
-                            try writer.appendPages(UnsafeRawBufferPointer(dest))
-                        }
+                        let dest = buffer.slice(0..<runBytes)
+                        try readMemory(into: dest, at: runStart, mem: mem)
+                        try writer.appendPages(UnsafeRawBufferPointer(dest))
                         total += UInt64(runBytes)
                         progress?(total)
                     case .skip:
@@ -207,7 +204,7 @@ struct MemoryCapture {
     /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
     /// process_vm_readv, instead of one system call each.
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
-                              buffer: inout [UInt8], total: inout UInt64) throws {
+                              buffer: borrowing PageBuffer, total: inout UInt64) throws {
         let pages = mask.count
         let bufferPages = buffer.count / Int(pageSize)
         // The runs in VMA order: (first page, page count, written).
@@ -238,8 +235,8 @@ struct MemoryCapture {
                 }
                 end += 1
             }
-            try buffer.withUnsafeMutableBytes { raw in
-                let base = raw.baseAddress!
+            do {
+                let base = buffer.base
                 var local: [iovec] = []
                 var remote: [iovec] = []
                 var offset = 0

@@ -28,6 +28,20 @@ enum Zstd {
         }
     }
 
+    /// The most bytes compressing `count` bytes can produce (ZSTD_compressBound).
+    static func compressBound(_ count: Int) -> Int { ZSTD_compressBound(count) }
+
+    /// Compresses `input` as one zstd frame at `level` into `output`, which
+    /// must hold ``compressBound(_:)`` bytes; returns the compressed length.
+    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, level: Int32) -> Int {
+        precondition(output.count >= ZSTD_compressBound(input.count), "zstd output buffer too small")
+        let written = compressors.borrow { context in
+            ZSTD_compressCCtx(context, output.baseAddress, output.count, input.baseAddress, input.count, level)
+        }
+        precondition(ZSTD_isError(written) == 0, "ZSTD_compress: \(String(cString: ZSTD_getErrorName(written)))")
+        return written
+    }
+
     /// Decompresses one zstd frame whose content must be exactly `expected`
     /// bytes (§10: the size comes from the block header, checked against the
     /// limits, so a decompression bomb cannot allocate more).

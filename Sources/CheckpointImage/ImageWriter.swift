@@ -20,7 +20,8 @@ public struct ImageWriterOptions: Sendable {
     public var pageSize: UInt32 = 4096
     public var pagesPerFrame: UInt32 = ImageFormat.defaultPagesPerFrame
     public var compressionLevel: Int32 = ImageFormat.frameCompressionLevel
-    /// Frames compressed at once; defaults to four per core.
+    /// Frames compressed at once, at least; defaults to four per core. (The
+    /// writer keeps at least 16 MiB of pages in flight whatever the frame size.)
     public var compressionBatch = max(2, Host.onlineProcessors * 4)
     /// §6.4 Store identical pages once.
     public var deduplicate = true
@@ -80,11 +81,11 @@ public final class ImageWriter {
     private var currentAddress: UInt64 = 0
     private var inVma = false
 
-    /// The frame being filled: a full frame's bytes, of which `frameFill` are pages so far.
-    private var frameRaw: [UInt8] = []
+    /// Frame buffers, reused: the slot being filled holds `frameFill` bytes of pages so far.
+    private let pool: FramePool
+    private var fillingSlot = 0
     private var frameFill = 0
     private var frameFirstOrdinal: UInt64 = 0
-    private let pipeline: CompressionPipeline
     private var framesSubmitted = 0
     private var framesWritten = 0
     private var stateCounts: [PageState: UInt64] = [:]
@@ -108,7 +109,11 @@ public final class ImageWriter {
         self.parent = parent
         self.pageSize = Int(options.pageSize)
         self.zeroPage = [UInt8](repeating: 0, count: Int(options.pageSize))
-        self.pipeline = CompressionPipeline(slots: max(1, options.compressionBatch))
+        // One slot is filled while the others are compressed or wait to be written: at least
+        // `compressionBatch` frames, and 16 MiB of pages, so that an increment of a few MiB
+        // is read (and its process thawed) without waiting for compression.
+        let frameBytes = Int(options.pageSize) * Int(options.pagesPerFrame)
+        self.pool = FramePool(slots: max(1, options.compressionBatch, (16 << 20) / frameBytes) + 1, frameBytes: frameBytes)
         if let parent { precondition(parent.pageSize == pageSize, "parent page size differs") }
 
         var body = Ccimg_V1_ImageHeader()
@@ -133,12 +138,7 @@ public final class ImageWriter {
         }
         let header = try ImageHeaderInfo(features: features, body: body).encode()
         try emit(header)
-        frameRaw = ImageWriter.frameBuffer(bytes: pageSize * Int(options.pagesPerFrame))
-    }
-
-    /// A frame buffer whose bytes are written before they are read, so it is not zero-filled.
-    static func frameBuffer(bytes: Int) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: bytes) { _, count in count = bytes }
+        fillingSlot = pool.takeFree()!
     }
 
     // MARK: Sections
@@ -267,11 +267,9 @@ public final class ImageWriter {
         currentRuns.append(.stored, ordinal: ordinal)
         stateCounts[.stored, default: 0] += 1
         if frameFill == 0 { frameFirstOrdinal = ordinal }
-        frameRaw.withUnsafeMutableBytes { raw in
-            (raw.baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
-        }
+        (pool.raw(fillingSlot).baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
         frameFill += pageSize
-        if frameFill == frameRaw.count { try sealFrame() }
+        if frameFill == pool.frameBytes { try sealFrame() }
         advance(1)
     }
 
@@ -289,48 +287,65 @@ public final class ImageWriter {
 
     // MARK: Frames
 
-    /// Hands the filled frame to the compression pipeline (§6.1): frames are
+    /// Hands the filled frame to the compression threads (§6.1): frames are
     /// compressed in the background on every core while pages keep coming,
-    /// and written in order as they complete. At most `compressionBatch`
-    /// frames are in flight, which bounds memory.
+    /// and written in order as they complete. Frame buffers come from a
+    /// fixed pool, so memory stays bounded and is not faulted in anew per frame.
     private func sealFrame() throws(ImageError) {
         guard frameFill > 0 else { return }
-        if frameFill < frameRaw.count { frameRaw.removeSubrange(frameFill...) }
-        let frame = (raw: frameRaw, first: frameFirstOrdinal, count: UInt32(frameFill / pageSize))
-        frameRaw = ImageWriter.frameBuffer(bytes: pageSize * Int(options.pagesPerFrame))
-        frameFill = 0
-        pipeline.slots.wait()
-        try writeCompletedFrames()
+        let slot = fillingSlot, length = frameFill, first = frameFirstOrdinal
         let sequence = framesSubmitted
         framesSubmitted += 1
+        frameFill = 0
         let level = options.compressionLevel
-        let pipeline = self.pipeline
-        pipeline.group.enter()
+        let pool = self.pool
+        let pages = UInt32(length / pageSize)
         DispatchQueue.global().async {
-            let payload = frame.raw.withUnsafeBytes { Zstd.compress($0, level: level) }
-            pipeline.complete(sequence, (payload, frame.first, frame.count))
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            let input = UnsafeRawBufferPointer(rebasing: pool.raw(slot).prefix(length))
+            let compressed = Zstd.compress(input, into: pool.output(slot), level: level)
+            pool.complete(sequence, FramePool.Compressed(slot: slot, length: compressed, first: first, count: pages))
+        }
+        try writeCompletedFrames()
+        // Every slot busy: the oldest frame is written as soon as it is compressed, which frees its slot.
+        while true {
+            if let free = pool.takeFree() {
+                fillingSlot = free
+                return
+            }
+            try writeFrame(pool.wait(for: framesWritten))
         }
     }
 
     /// Writes, in order, every frame whose compression has finished.
     private func writeCompletedFrames() throws(ImageError) {
-        while let frame = pipeline.take(framesWritten) {
-            framesWritten += 1
-            var payload = frame.payload
-            if let frameOverride { payload = frameOverride(frameOffsets.count, payload) }
-            var header = BlockHeader(typeTag: BlockType.frame.rawValue, kind: 0, version: 1, flags: [.zstd],
-                                     aux: frame.count, payloadLength: UInt64(payload.count), aux64: frame.first)
-            frameOffsets.append(offset)
-            storedFrameBytes += UInt64(ImageFormat.blockHeaderLength + payload.count)
-            try writeBlock(&header, payload: payload, entry: nil)
+        while let frame = pool.take(framesWritten) { try writeFrame(frame) }
+    }
+
+    /// Writes the next frame in order and gives its slot back.
+    private func writeFrame(_ frame: FramePool.Compressed) throws(ImageError) {
+        framesWritten += 1
+        defer { pool.release(frame.slot) }
+        let compressed = UnsafeRawBufferPointer(rebasing: pool.output(frame.slot).prefix(frame.length))
+        frameOffsets.append(offset)
+        if let frameOverride {
+            let payload = frameOverride(frameOffsets.count - 1, [UInt8](compressed))
+            try payload.withBytes { (raw) throws(ImageError) in try writeFrameBlock(frame, payload: raw) }
+        } else {
+            try writeFrameBlock(frame, payload: compressed)
         }
+    }
+
+    private func writeFrameBlock(_ frame: FramePool.Compressed, payload: UnsafeRawBufferPointer) throws(ImageError) {
+        var header = BlockHeader(typeTag: BlockType.frame.rawValue, kind: 0, version: 1, flags: [.zstd],
+                                 aux: frame.count, payloadLength: UInt64(payload.count), aux64: frame.first)
+        storedFrameBytes += UInt64(ImageFormat.blockHeaderLength + payload.count)
+        try writeBlock(&header, payload: payload, entry: nil)
     }
 
     /// Waits for every frame in flight and writes them all.
     private func flushFrames() throws(ImageError) {
-        pipeline.group.wait()
-        try writeCompletedFrames()
-        precondition(framesWritten == framesSubmitted, "a compressed frame went missing")
+        while framesWritten < framesSubmitted { try writeFrame(pool.wait(for: framesWritten)) }
     }
 
     // MARK: Finishing
@@ -391,9 +406,14 @@ public final class ImageWriter {
 
     private func writeBlock(_ header: inout BlockHeader, payload: [UInt8],
                             entry fill: ((inout Ccimg_V1_SectionEntry) -> Void)?) throws(ImageError) {
-        header.checksum = payload.withUnsafeBytes { header.computeChecksum(payload: $0) }
+        try payload.withBytes { (raw) throws(ImageError) in try writeBlock(&header, payload: raw, entry: fill) }
+    }
+
+    private func writeBlock(_ header: inout BlockHeader, payload: UnsafeRawBufferPointer,
+                            entry fill: ((inout Ccimg_V1_SectionEntry) -> Void)?) throws(ImageError) {
+        header.checksum = header.computeChecksum(payload: payload)
         let start = offset
-        try emit(header.encoded)
+        try header.encoded.withBytes { (raw) throws(ImageError) in try emit(raw) }
         try emit(payload)
         if let fill {
             var entry = Ccimg_V1_SectionEntry()
@@ -405,14 +425,18 @@ public final class ImageWriter {
     }
 
     private func emit(_ bytes: [UInt8]) throws(ImageError) {
+        try bytes.withBytes { (raw) throws(ImageError) in try emit(raw) }
+    }
+
+    private func emit(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
         offset += UInt64(bytes.count)
         if bytes.count >= 1 << 20 {
             try flushBuffer()
-            try bytes.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
+            try output.descriptor.writeAll(bytes)
             startWriteback()
             return
         }
-        buffer += bytes
+        buffer.append(contentsOf: bytes)
         if buffer.count >= 4 << 20 { try flushBuffer() }
     }
 
@@ -433,29 +457,79 @@ public final class ImageWriter {
     }
 }
 
-/// Frames being compressed in the background, and the finished ones waiting to be written in order.
-final class CompressionPipeline: @unchecked Sendable {
-    typealias Frame = (payload: [UInt8], first: UInt64, count: UInt32)
-    /// Free places for frames being compressed; the producer drains finished ones after each wait.
-    let slots: DispatchSemaphore
-    let group = DispatchGroup()
-    private let lock = Lock()
-    private var done: [Int: Frame] = [:]
+/// The writer's frame buffers (§6.1): a fixed set of slots, each with room for
+/// one frame's pages and its compressed form. A slot is filled by the writer,
+/// compressed on a background thread, then written in order and given back.
+final class FramePool: @unchecked Sendable {
+    /// A compressed frame waiting to be written: `length` bytes in its slot's output.
+    struct Compressed {
+        var slot: Int
+        var length: Int
+        var first: UInt64
+        var count: UInt32
+    }
 
-    init(slots: Int) { self.slots = DispatchSemaphore(value: slots) }
+    let frameBytes: Int
+    private let outputBytes: Int
+    /// Pages of every slot, then compressed frames of every slot: two regions, so that
+    /// the huge pages touched hold only bytes in use.
+    private let pages: PageBuffer
+    private let outputs: PageBuffer
+    private let condition = Condition()
+    private var free: [Int]
+    private var done: [Int: Compressed] = [:]
 
-    func complete(_ sequence: Int, _ frame: Frame) {
-        lock.lock()
+    init(slots: Int, frameBytes: Int) {
+        self.frameBytes = frameBytes
+        outputBytes = (Zstd.compressBound(frameBytes) + 4095) / 4096 * 4096
+        pages = PageBuffer(bytes: slots * frameBytes)
+        outputs = PageBuffer(bytes: slots * outputBytes)
+        free = Array((0..<slots).reversed())
+    }
+
+    /// Where slot `slot`'s pages go.
+    func raw(_ slot: Int) -> UnsafeMutableRawBufferPointer {
+        pages.slice(slot * frameBytes ..< (slot + 1) * frameBytes)
+    }
+
+    /// Where slot `slot`'s compressed frame goes.
+    func output(_ slot: Int) -> UnsafeMutableRawBufferPointer {
+        outputs.slice(slot * outputBytes ..< (slot + 1) * outputBytes)
+    }
+
+    /// A slot nobody uses, if there is one.
+    func takeFree() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        return free.popLast()
+    }
+
+    func release(_ slot: Int) {
+        condition.lock()
+        free.append(slot)
+        condition.unlock()
+    }
+
+    /// Called by a compression thread when frame `sequence` is compressed.
+    func complete(_ sequence: Int, _ frame: Compressed) {
+        condition.lock()
         done[sequence] = frame
-        lock.unlock()
-        slots.signal()
-        group.leave()
+        condition.broadcast()
+        condition.unlock()
     }
 
     /// Frame `sequence`, if its compression has finished.
-    func take(_ sequence: Int) -> Frame? {
-        lock.lock()
-        defer { lock.unlock() }
+    func take(_ sequence: Int) -> Compressed? {
+        condition.lock()
+        defer { condition.unlock() }
         return done.removeValue(forKey: sequence)
+    }
+
+    /// Frame `sequence`, once its compression has finished.
+    func wait(for sequence: Int) -> Compressed {
+        condition.lock()
+        defer { condition.unlock() }
+        while done[sequence] == nil { condition.wait() }
+        return done.removeValue(forKey: sequence)!
     }
 }
