@@ -301,6 +301,9 @@ public final class ImageWriter {
         let pool = self.pool
         let pages = UInt32(length / pageSize)
         DispatchQueue.global().async {
+            // Compression runs at nice +10 (setpriority with PRIO_PROCESS and 0 sets the calling
+            // thread's nice value on Linux): on a machine with few cores the thread that reads a
+            // frozen process's pages goes first, and compression takes the time left over.
             setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
             let input = UnsafeRawBufferPointer(rebasing: pool.raw(slot).prefix(length))
             let compressed = Zstd.compress(input, into: pool.output(slot), level: level)
