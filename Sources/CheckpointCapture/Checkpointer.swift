@@ -92,10 +92,14 @@ public enum Checkpointer {
         var parent: ImageChain? = nil
         if let parentPath = options.parentPath {
             do throws(ImageError) {
-                parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories)
+                // The tracking note, if any, says where this process's earlier images are.
+                let note = DirtyTracking.Note.load(pid: pid)
+                let hints = note.map { Dictionary(uniqueKeysWithValues: $0.paths.compactMap { uuid, path in
+                    ImageUUID(parsing: uuid).map { ($0, path) }
+                }) } ?? [:]
+                parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories, knownPaths: hints)
                 // Every block of the chain is checked — unless the chain ends in this process's last
                 // tracked image and every image of it was verified before and is unchanged since.
-                let note = DirtyTracking.Note.load(pid: pid)
                 let unchanged = note.map { $0.imageUUID == parent!.top.header.uuid.description && $0.vouchesFor(parent!) } ?? false
                 if !unchanged {
                     let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
@@ -227,10 +231,15 @@ public enum Checkpointer {
             if var newNote {
                 newNote.imageUUID = image.uuid.description
                 // The parent chain was verified (or vouched for) above; the new image as it was written.
-                newNote.verified = Dictionary(uniqueKeysWithValues: (parent?.images ?? []).map {
-                    ($0.header.uuid.description, DirtyTracking.Note.identity(ofFile: $0.path))
+                let written = (parent?.images ?? []).map { ($0.header.uuid.description, $0.path) }
+                    + [(newNote.imageUUID, image.path ?? "")]
+                newNote.verified = Dictionary(uniqueKeysWithValues: written.map { ($0.0, DirtyTracking.Note.identity(ofFile: $0.1)) })
+                newNote.paths = Dictionary(uniqueKeysWithValues: written.compactMap { uuid, path in
+                    realpath(path, nil).map { resolved in
+                        defer { free(resolved) }
+                        return (uuid, String(cString: resolved))
+                    }
                 })
-                newNote.verified[newNote.imageUUID] = image.path.map(DirtyTracking.Note.identity(ofFile:)) ?? ""
                 try newNote.save(pid: pid)
             }
             if !keep {

@@ -36,6 +36,9 @@ enum DirtyTracking {
         /// (UUID → identity), each verified when it was written or last used: an unchanged
         /// chain need not be read through again before the next increment.
         var verified: [String: String] = [:]
+        /// Where each image of that chain was (UUID → path): where to look for a parent
+        /// first, before reading the headers of every file in its directory.
+        var paths: [String: String] = [:]
 
         /// Whether every image of `chain` is one this note has seen verified and its file is unchanged.
         func vouchesFor(_ chain: ImageChain) -> Bool {
@@ -65,17 +68,23 @@ enum DirtyTracking {
             }
             guard let fd = Int32(values["uffd-fd"] ?? ""), let inode = UInt64(values["uffd-inode"] ?? ""), let uuid = values["image"] else { return nil }
             var verified: [String: String] = [:]
+            var paths: [String: String] = [:]
+            // "verified UUID IDENTITY PATH", the path last as it may hold spaces.
             for line in text.split(separator: "\n") where line.hasPrefix("verified ") {
-                let parts = line.split(separator: " ").map(String.init)
-                if parts.count == 3 { verified[parts[1]] = parts[2] }
+                let parts = line.split(separator: " ", maxSplits: 3).map(String.init)
+                guard parts.count >= 3 else { continue }
+                verified[parts[1]] = parts[2]
+                if parts.count == 4 { paths[parts[1]] = parts[3] }
             }
-            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, verified: verified)
+            return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, verified: verified, paths: paths)
         }
 
         func save(pid: Int32) throws {
             guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
             Note.pruneStale()
-            let chain = verified.sorted { $0.key < $1.key }.map { "verified \($0.key) \($0.value)\n" }.joined()
+            let chain = verified.sorted { $0.key < $1.key }.map { uuid, identity in
+                "verified \(uuid) \(identity)" + (paths[uuid].map { " " + $0 } ?? "") + "\n"
+            }.joined()
             try ("uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n" + chain)
                 .write(toFile: path, atomically: true, encoding: .utf8)
         }

@@ -29,10 +29,14 @@ public final class ImageChain: @unchecked Sendable {
     /// Opens `path` and finds its parents by UUID (§8): first beside it, then
     /// in each of `storeDirectories`. A missing parent, a digest mismatch, a
     /// cycle or a chain deeper than §10 allows is a ``ImageError/Code/brokenChain`` error.
-    public static func open(path: String, storeDirectories: [String] = []) throws(ImageError) -> ImageChain {
+    /// `knownPaths` are where a caller last saw images of the chain: each is tried
+    /// first, and used when the file there still has that UUID (the digest is checked
+    /// as for any parent), which spares reading every header in the directories.
+    public static func open(path: String, storeDirectories: [String] = [],
+                            knownPaths: [ImageUUID: String] = [:]) throws(ImageError) -> ImageChain {
         var images = [try ImageReader(path: path)]
         var seen: Set<ImageUUID> = [images[0].header.uuid]
-        var finder = ParentFinder(directories: [ImageOutput.directory(of: path)] + storeDirectories)
+        var finder = ParentFinder(directories: [ImageOutput.directory(of: path)] + storeDirectories, knownPaths: knownPaths)
         while let link = images.last!.header.hasParent ? images.last!.header.body.parent : nil {
             guard images.count <= ImageLimits.maxChainDepth else {
                 throw ImageError(.limitExceeded, "parent chain is deeper than \(ImageLimits.maxChainDepth)", path: path)
@@ -170,15 +174,18 @@ public final class ImageChain: @unchecked Sendable {
 /// Finds images by UUID in a list of directories, reading only their headers.
 struct ParentFinder {
     let directories: [String]
+    private let hints: [ImageUUID: String]
     private var known: [ImageUUID: String]?
 
-    init(directories: [String]) {
+    init(directories: [String], knownPaths: [ImageUUID: String] = [:]) {
         var unique: [String] = []
         for d in directories where !unique.contains(d) { unique.append(d) }
         self.directories = unique
+        self.hints = knownPaths
     }
 
     mutating func path(of uuid: ImageUUID) -> String? {
+        if let hint = hints[uuid], ParentFinder.uuid(ofImageAt: hint) == uuid { return hint }
         if known == nil { known = scan() }
         return known?[uuid]
     }

@@ -155,6 +155,18 @@ public struct ImageUUID: Hashable, Sendable, CustomStringConvertible {
         return ImageUUID(bytes: b)
     }
 
+    /// Parses the form ``description`` prints (8-4-4-4-12 hex digits); nil for anything else.
+    public init?(parsing text: String) {
+        let digits = Array(text.utf8.filter { $0 != UInt8(ascii: "-") })
+        guard digits.count == 32, text.utf8.count == 36 else { return nil }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: 32, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(byte)
+        }
+        self.bytes = bytes
+    }
+
     public var description: String {
         let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
         guard hex.count == 16 else { return hex.joined() }

@@ -336,4 +336,23 @@ struct RestoreTests {
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/4.ccimg"))
         #expect(CaptureSupport.waitUntil(seconds: 5) { workload.text.contains("tick 3") }, "the process runs on")
     }
+
+    @Test("a tracked process's increments find its earlier images where they were written, in any directory")
+    func trackedChainAcrossDirectories() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for sub in ["a", "b", "c"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        let workload = try Workload(try CaptureSupport.program("state"), ["200", "\(dir)/file.txt"], output: "\(dir)/out.txt")
+        defer { kill(workload.pid, SIGKILL); try? workload.reap() }
+        try #require(workload.waitFor("tick 1"))
+        try checkpoint(workload.pid, "\(dir)/a/full.ccimg", ["--track"])
+        try checkpoint(workload.pid, "\(dir)/b/inc1.ccimg", ["--parent", "\(dir)/a/full.ccimg", "--track"])
+        // The grandparent is neither beside the parent nor in a --store directory: the tracking note knows where it is.
+        try checkpoint(workload.pid, "\(dir)/c/inc2.ccimg", ["--parent", "\(dir)/b/inc1.ccimg", "--track"])
+        let chain = try ImageChain.open(path: "\(dir)/c/inc2.ccimg", storeDirectories: ["\(dir)/a", "\(dir)/b"])
+        #expect(chain.images.count == 3)
+        // Without the note (an untracked checkpoint of another process would not have one), the search is the spec's.
+        let report = ImageVerifier.verify(path: "\(dir)/c/inc2.ccimg", deep: false)
+        #expect(report.problems.first?.code == .brokenChain, "\(report.problems)")
+    }
 }

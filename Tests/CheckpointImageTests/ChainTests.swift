@@ -195,6 +195,30 @@ import Glibc
         #expect(report.isValid, "\(report.problems)")
     }
 
+    @Test func knownPathsAreTriedFirstAndCheckedByUUID() throws {
+        let dir = try TempDir("hinted"), elsewhere = try TempDir("hinted-elsewhere")
+        defer { dir.remove(); elsewhere.remove() }
+        let (_, m1) = try Self.writeBaseAndChild(in: dir, seed: 5)
+        try FileManager.default.moveItem(atPath: dir.file("base.ccimg"), toPath: elsewhere.file("base.ccimg"))
+        let base = try ImageReader(path: elsewhere.file("base.ccimg"))
+        // A right hint is used; a hint to a file with another UUID is not, and the chain is broken as without it.
+        let chain = try ImageChain.open(path: dir.file("child.ccimg"), knownPaths: [base.header.uuid: elsewhere.file("base.ccimg")])
+        try Self.expectMemory(chain, equals: m1, "child via a known path")
+        let wrong = ImageUUID.random()
+        #expect(imageErrorCode { _ = try ImageChain.open(path: dir.file("child.ccimg"), knownPaths: [wrong: elsewhere.file("base.ccimg")]) } == .brokenChain)
+        #expect(imageErrorCode { _ = try ImageChain.open(path: dir.file("child.ccimg"), knownPaths: [base.header.uuid: dir.file("child.ccimg")]) } == .brokenChain)
+    }
+
+    @Test func uuidTextRoundTrips() {
+        for _ in 0..<100 {
+            let uuid = ImageUUID.random()
+            #expect(ImageUUID(parsing: uuid.description) == uuid)
+        }
+        #expect(ImageUUID(parsing: "not-a-uuid") == nil)
+        #expect(ImageUUID(parsing: "c1675e0b-b980-4575-a896-61fec08aa83") == nil)
+        #expect(ImageUUID(parsing: "g1675e0b-b980-4575-a896-61fec08aa83b") == nil)
+    }
+
     @Test func deletedParentIsABrokenChain() throws {
         let dir = try TempDir("deleted")
         defer { dir.remove() }
