@@ -225,6 +225,7 @@ public enum Checkpointer {
             if keep {
                 traced.detach()
                 thawedAt = now()
+                phase("thawed", since: start)
             }
             let image = try writer.finish()
             phase("finished", since: start)

@@ -275,6 +275,9 @@ struct MemoryCapture {
     }
 
     private func shouldStore(_ entry: UInt64, _ region: Region) -> Bool {
+        // The vdso is stored whole, touched or not: a restore on a kernel whose vdso differs
+        // reads its ELF symbols from the image (decision 0009).
+        if region.vma.role == .vdso { return true }
         guard entry & (MemoryCapture.present | MemoryCapture.swapped) != 0 else { return false }
         if region.anonymousPagesOnly && entry & MemoryCapture.filePage != 0 { return false }
         return true

@@ -86,21 +86,18 @@ package enum ProcFS {
     }
 
     /// Parses /proc/PID/maps: `start-end perms offset major:minor inode   path`.
+    /// (Byte by byte: it runs several times in every capture, on hundreds of lines.)
     package static func parseMaps(_ text: String) -> [MapsEntry] {
-        text.split(separator: "\n").compactMap { line -> MapsEntry? in
-            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count >= 5 else { return nil }
-            let range = fields[0].split(separator: "-")
-            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { return nil }
-            let perms = Array(fields[1])
-            guard perms.count == 4, let offset = UInt64(fields[2], radix: 16) else { return nil }
-            let dev = fields[3].split(separator: ":")
-            guard dev.count == 2, let major = UInt32(dev[0], radix: 16), let minor = UInt32(dev[1], radix: 16),
-                  let inode = UInt64(fields[4]) else { return nil }
-            let path = fields.count > 5 ? fields[5].trimmed() : ""
-            return MapsEntry(start: start, end: end, read: perms[0] == "r", write: perms[1] == "w", execute: perms[2] == "x",
-                             shared: perms[3] == "s", offset: offset, device: (major, minor), inode: inode, path: path)
+        var entries: [MapsEntry] = []
+        var text = text
+        text.withUTF8 { bytes in
+            var line = ByteLine(bytes: bytes, at: 0)
+            while line.at < bytes.count {
+                if let entry = line.mapsEntry() { entries.append(entry) }
+                line.nextLine()
+            }
         }
+        return entries
     }
 
     // MARK: status, stat
@@ -108,9 +105,13 @@ package enum ProcFS {
     /// `Key:\tvalue` lines of /proc/PID/status.
     package static func parseStatus(_ text: String) -> [String: String] {
         var result: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            result[String(line[..<colon])] = line[line.index(after: colon)...].trimmed()
+        var text = text
+        text.withUTF8 { bytes in
+            var line = ByteLine(bytes: bytes, at: 0)
+            while line.at < bytes.count {
+                if let (key, value) = line.keyValue() { result[key] = value }
+                line.nextLine()
+            }
         }
         return result
     }
@@ -171,9 +172,88 @@ extension StringProtocol {
     /// blanks /proc pads its fields with).
     package func trimmed(_ characters: String = " \t\n") -> String {
         var scalars = Substring(self).unicodeScalars
-        let set = Set(characters.unicodeScalars)
-        while let first = scalars.first, set.contains(first) { scalars.removeFirst() }
-        while let last = scalars.last, set.contains(last) { scalars.removeLast() }
+        while let first = scalars.first, characters.unicodeScalars.contains(first) { scalars.removeFirst() }
+        while let last = scalars.last, characters.unicodeScalars.contains(last) { scalars.removeLast() }
         return String(scalars)
+    }
+}
+
+/// A position in /proc text, read one field at a time; every reader stops at the
+/// end of the line and returns nil for what does not match.
+private struct ByteLine {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var at: Int
+
+    private var current: UInt8? { at < bytes.count && bytes[at] != 0x0a ? bytes[at] : nil }
+
+    mutating func nextLine() {
+        while at < bytes.count && bytes[at] != 0x0a { at += 1 }
+        at += 1
+    }
+
+    mutating func skip(_ byte: UInt8) -> Bool {
+        guard current == byte else { return false }
+        at += 1
+        return true
+    }
+
+    mutating func skipBlanks() {
+        while let c = current, c == 0x20 || c == 0x09 { at += 1 }
+    }
+
+    /// Digits in `radix` (10 or 16), at least one; nil on overflow.
+    mutating func number(radix: UInt64) -> UInt64? {
+        var value: UInt64 = 0
+        var digits = 0
+        while let c = current {
+            let digit: UInt64
+            switch c {
+            case 0x30...0x39: digit = UInt64(c - 0x30)
+            case 0x61...0x66 where radix == 16: digit = UInt64(c - 0x61 + 10)
+            case 0x41...0x46 where radix == 16: digit = UInt64(c - 0x41 + 10)
+            default: return digits > 0 ? value : nil
+            }
+            let (scaled, o1) = value.multipliedReportingOverflow(by: radix)
+            let (sum, o2) = scaled.addingReportingOverflow(digit)
+            guard !o1 && !o2 else { return nil }
+            value = sum
+            digits += 1
+            at += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
+    /// The rest of the line without trailing blanks.
+    mutating func rest() -> String {
+        let start = at
+        while current != nil { at += 1 }
+        var end = at
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+    }
+
+    /// `start-end perms offset major:minor inode   path`.
+    mutating func mapsEntry() -> ProcFS.MapsEntry? {
+        guard let start = number(radix: 16), skip(0x2d), let end = number(radix: 16), skip(0x20) else { return nil }
+        var perms: [UInt8] = []
+        while let c = current, c != 0x20, perms.count < 4 { perms.append(c); at += 1 }
+        guard perms.count == 4, skip(0x20), let offset = number(radix: 16), skip(0x20),
+              let major = number(radix: 16), skip(0x3a), let minor = number(radix: 16), skip(0x20),
+              let inode = number(radix: 10), major <= UInt32.max, minor <= UInt32.max else { return nil }
+        skipBlanks()
+        return ProcFS.MapsEntry(start: start, end: end, read: perms[0] == 0x72, write: perms[1] == 0x77, execute: perms[2] == 0x78,
+                                shared: perms[3] == 0x73, offset: offset, device: (UInt32(major), UInt32(minor)), inode: inode,
+                                path: rest())
+    }
+
+    /// `Key:   value`.
+    mutating func keyValue() -> (String, String)? {
+        let start = at
+        while let c = current, c != 0x3a { at += 1 }
+        guard current == 0x3a else { return nil }
+        let key = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<at]), as: UTF8.self)
+        at += 1
+        skipBlanks()
+        return (key, rest())
     }
 }

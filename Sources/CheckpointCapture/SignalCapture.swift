@@ -41,11 +41,13 @@ enum InjectedCapture {
             action.handler = 1   // SIG_IGN, until rt_sigaction says more
             result.signals.actions.append(action)
         }
+        // The vdso's `syscall` instruction, found once for every thread.
         guard let first = stopped.first(where: { !$0.groupStopped }),
-              var injector = SyscallInjector(pid: pid, tid: first.tid) else {
+              let syscallAddress = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
             result.warnings.append("the process is stopped by a signal: handler addresses, alternate stacks and timers are not captured")
             return result
         }
+        var injector = SyscallInjector(pid: pid, tid: first.tid, syscallAddress: syscallAddress)
         let currentBreak = try injector.call(X86Syscall.brk, [0])
         if currentBreak > 0 { result.brk = UInt64(currentBreak) }
         try injector.withScratchPage { injector, scratch in
@@ -80,7 +82,7 @@ enum InjectedCapture {
             }
             // Per-thread state: each thread asks for its own.
             for thread in stopped where !thread.groupStopped && thread.tid != injector.tid {
-                guard var own = SyscallInjector(pid: pid, tid: thread.tid) else { continue }
+                var own = SyscallInjector(pid: pid, tid: thread.tid, syscallAddress: syscallAddress)
                 try perThread(&own, scratch: scratch, into: &result)
                 try own.finish()
                 result.interceptedSignals[thread.tid] = own.interceptedSignals

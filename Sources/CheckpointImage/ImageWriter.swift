@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import CCheckpointKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -66,7 +67,10 @@ public final class ImageWriter {
     private var offset: UInt64 = 0
     /// How far writeback of the output has been started (``startWriteback()``).
     private var writebackStarted: UInt64 = 0
-    private var buffer: [UInt8] = []
+    /// Bytes waiting to be written: small blocks are gathered into one write(2) of up to 4 MiB.
+    private let staging = PageBuffer(bytes: ImageWriter.stagingBytes)
+    private var staged = 0
+    private static let stagingBytes = 4 << 20
 
     private var sectionEntries: [Ccimg_V1_SectionEntry] = []
     private var frameOffsets: [UInt64] = []
@@ -301,10 +305,11 @@ public final class ImageWriter {
         let pool = self.pool
         let pages = UInt32(length / pageSize)
         DispatchQueue.global().async {
-            // Compression runs at nice +10 (setpriority with PRIO_PROCESS and 0 sets the calling
-            // thread's nice value on Linux): on a machine with few cores the thread that reads a
-            // frozen process's pages goes first, and compression takes the time left over.
-            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            // Compression runs as SCHED_IDLE: on a machine with few cores the thread that reads
+            // a frozen process (and the process itself, while system calls are injected into it)
+            // goes first, and compression takes the time left over — all of it once the reader
+            // waits for a free frame slot.
+            _ = cc_sched_idle_self()
             let input = UnsafeRawBufferPointer(rebasing: pool.raw(slot).prefix(length))
             let compressed = Zstd.compress(input, into: pool.output(slot), level: level)
             pool.complete(sequence, FramePool.Compressed(slot: slot, length: compressed, first: first, count: pages))
@@ -439,14 +444,15 @@ public final class ImageWriter {
             startWriteback()
             return
         }
-        buffer.append(contentsOf: bytes)
-        if buffer.count >= 4 << 20 { try flushBuffer() }
+        if staged + bytes.count > ImageWriter.stagingBytes { try flushBuffer() }
+        if bytes.count > 0 { (staging.base + staged).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        staged += bytes.count
     }
 
     private func flushBuffer() throws(ImageError) {
-        guard !buffer.isEmpty else { return }
-        try buffer.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
-        buffer.removeAll(keepingCapacity: true)
+        guard staged > 0 else { return }
+        try output.descriptor.writeAll(UnsafeRawBufferPointer(start: staging.base, count: staged))
+        staged = 0
         startWriteback()
     }
 
