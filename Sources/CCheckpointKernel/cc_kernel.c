@@ -191,6 +191,7 @@ long cc_uffdio_api(int uffd, uint64_t features, uint64_t *granted) {
 }
 
 long cc_ptrace_singlestep(int tid, int sig) { CC_RET(ptrace(PTRACE_SINGLESTEP, tid, 0, (void *)(long)sig)); }
+long cc_ptrace_syscall(int tid, int sig) { CC_RET(ptrace(PTRACE_SYSCALL, tid, 0, (void *)(long)sig)); }
 
 long cc_prlimit_set(int pid, int resource, uint64_t soft, uint64_t hard) {
     struct rlimit64 limit = { soft, hard };

@@ -130,9 +130,10 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        // Read into one reused buffer, as large as the largest region needs (at most 16 MiB).
+        // Pages are read straight into the writer's frames; only the batched reads of tracked
+        // regions go through a buffer, as large as the largest region needs (at most 16 MiB).
         let largest = regions.filter { !$0.skip }.map { $0.vma.end - $0.vma.start }.max() ?? 0
-        let buffer = PageBuffer(bytes: Int(max(pageSize, min(UInt64(chunkPages) * pageSize, largest))))
+        var buffer: PageBuffer? = nil
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -149,7 +150,8 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer, total: &total)
+                    if buffer == nil { buffer = PageBuffer(bytes: Int(max(pageSize, min(UInt64(chunkPages) * pageSize, largest)))) }
+                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer!, total: &total)
                     continue
                 }
                 writtenMask = mask
@@ -178,9 +180,9 @@ struct MemoryCapture {
                     let runBytes = (j - i) * Int(pageSize)
                     switch kind {
                     case .read:
-                        let dest = buffer.slice(0..<runBytes)
-                        try readMemory(into: dest, at: runStart, mem: mem)
-                        try writer.appendPages(UnsafeRawBufferPointer(dest))
+                        try writer.appendPages(count: j - i) { dest, first in
+                            try readMemory(into: dest, at: runStart + UInt64(first) * pageSize, mem: mem)
+                        }
                         total += UInt64(runBytes)
                         progress?(total)
                     case .skip:

@@ -48,9 +48,12 @@ enum InjectedCapture {
             return result
         }
         var injector = SyscallInjector(pid: pid, tid: first.tid, syscallAddress: syscallAddress)
-        let currentBreak = try injector.call(X86Syscall.brk, [0])
-        if currentBreak > 0 { result.brk = UInt64(currentBreak) }
-        try injector.withScratchPage { injector, scratch in
+        // Every thread that takes calls is parked first (SyscallInjector): a kill -9 of ccpm
+        // in the middle leaves them where they were.
+        let injected = stopped.filter { !$0.groupStopped }
+        try injector.withScratchPage(threads: injected.count) { injector, scratch, parking in
+            let currentBreak = try injector.call(X86Syscall.brk, [0])
+            if currentBreak > 0 { result.brk = UInt64(currentBreak) }
             for i in result.signals.actions.indices {
                 let signo = result.signals.actions[i].signo
                 let r = try injector.call(X86Syscall.rtSigaction, [UInt64(signo), 0, scratch, 8])
@@ -81,9 +84,13 @@ enum InjectedCapture {
                 result.posixTimers.append(timer)
             }
             // Per-thread state: each thread asks for its own.
-            for thread in stopped where !thread.groupStopped && thread.tid != injector.tid {
+            for (k, thread) in injected.enumerated() where thread.tid != injector.tid {
                 var own = SyscallInjector(pid: pid, tid: thread.tid, syscallAddress: syscallAddress)
-                try perThread(&own, scratch: scratch, into: &result)
+                try own.park(stub: parking, frame: parking + 64 + UInt64(k * SyscallInjector.parkingFrameBytes))
+                do { try perThread(&own, scratch: scratch, into: &result) } catch {
+                    try? own.unpark()    // before its stub is unmapped
+                    throw error
+                }
                 try own.finish()
                 result.interceptedSignals[thread.tid] = own.interceptedSignals
             }

@@ -57,7 +57,9 @@ public struct TracedProcess: ~Copyable {
                 if fresh.isEmpty { break }
                 for tid in fresh {
                     let procState = TracedProcess.procState(pid: pid, tid: tid)
-                    let r = cc_ptrace_seize(tid, 0)
+                    // TRACESYSGOOD: syscall stops of parked injection (SyscallInjector.park) are told
+                    // apart from signals, and are no signal to deliver if ccpm dies in one.
+                    let r = cc_ptrace_seize(tid, cc_PTRACE_O_TRACESYSGOOD)
                     if r == -Int(ESRCH) && tid != pid { continue }  // the thread exited
                     try kernelCall("ptrace(PTRACE_SEIZE)", r)
                     seized.insert(tid)

@@ -67,10 +67,10 @@ public final class ImageWriter {
     private var offset: UInt64 = 0
     /// How far writeback of the output has been started (``startWriteback()``).
     private var writebackStarted: UInt64 = 0
-    /// Bytes waiting to be written: small blocks are gathered into one write(2) of up to 4 MiB.
-    private let staging = PageBuffer(bytes: ImageWriter.stagingBytes)
-    private var staged = 0
-    private static let stagingBytes = 4 << 20
+    /// Small blocks and block headers waiting to be written, gathered into one write(2);
+    /// frame payloads are written straight from the compression slots, never copied here.
+    private var staging: [UInt8] = []
+    private static let stagingBytes = 1 << 20
 
     private var sectionEntries: [Ccimg_V1_SectionEntry] = []
     private var frameOffsets: [UInt64] = []
@@ -243,26 +243,59 @@ public final class ImageWriter {
         try bytes.withBytes { (raw) throws(ImageError) in try appendPages(raw) }
     }
 
+    /// Records the next `count` pages of the current VMA, read by `fill` straight
+    /// into frame memory (no copy through another buffer): `fill(buffer, first)` gets
+    /// room for pages `first ..< first + buffer.count / page size` of the run — a
+    /// whole number of pages, as many as the frame being filled has room for — and
+    /// must fill all of it. Each page is then classified as ``appendPages(_:)`` does.
+    public func appendPages<E: Error>(count: Int, reading fill: (UnsafeMutableRawBufferPointer, Int) throws(E) -> Void) throws {
+        precondition(inVma && UInt64(count) <= currentPagesLeft, "more pages than the VMA holds")
+        var done = 0
+        while done < count {
+            let start = frameFill
+            let pages = min((pool.frameBytes - start) / pageSize, count - done)
+            let frame = pool.raw(fillingSlot).baseAddress!
+            try fill(UnsafeMutableRawBufferPointer(start: frame + start, count: pages * pageSize), done)
+            for k in 0..<pages {
+                let page = frame + start + k * pageSize
+                guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { continue }
+                // Stored: it moves down over the pages before it that were not (zero, inherited, dedup).
+                if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
+                frameFill += pageSize
+            }
+            if frameFill == pool.frameBytes { try sealFrame() }
+            done += pages
+        }
+    }
+
     private func appendOnePage(_ page: UnsafeRawBufferPointer) throws(ImageError) {
+        guard record(page) else { return }
+        (pool.raw(fillingSlot).baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
+        frameFill += pageSize
+        if frameFill == pool.frameBytes { try sealFrame() }
+    }
+
+    /// Classifies the next page of the current VMA by its content (§6): zero, the
+    /// parent's page at this address, a duplicate of a stored page, or stored. For a
+    /// stored page (true) the caller puts its bytes at `frameFill` of the frame.
+    private func record(_ page: UnsafeRawBufferPointer) -> Bool {
+        defer { advance(1) }
         let isZero = zeroPage.withUnsafeBytes { memcmp($0.baseAddress!, page.baseAddress!, pageSize) == 0 }
         if isZero {
             currentRuns.append(.zero)
             stateCounts[.zero, default: 0] += 1
-            advance(1)
-            return
+            return false
         }
         let hash = PageHash(of: page)
         if let parent, parent.pageHash(at: currentAddress) == hash {
             currentRuns.append(.inherited)
             stateCounts[.inherited, default: 0] += 1
-            advance(1)
-            return
+            return false
         }
         if options.deduplicate, let target = dedupTable[hash] {
             currentRuns.append(.dedup, dedupTarget: target)
             stateCounts[.dedup, default: 0] += 1
-            advance(1)
-            return
+            return false
         }
         let ordinal = nextOrdinal
         nextOrdinal += 1
@@ -271,10 +304,7 @@ public final class ImageWriter {
         currentRuns.append(.stored, ordinal: ordinal)
         stateCounts[.stored, default: 0] += 1
         if frameFill == 0 { frameFirstOrdinal = ordinal }
-        (pool.raw(fillingSlot).baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
-        frameFill += pageSize
-        if frameFill == pool.frameBytes { try sealFrame() }
-        advance(1)
+        return true
     }
 
     private func advance(_ count: UInt64) {
@@ -438,21 +468,20 @@ public final class ImageWriter {
 
     private func emit(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
         offset += UInt64(bytes.count)
-        if bytes.count >= 1 << 20 {
+        if bytes.count >= 16 << 10 {
             try flushBuffer()
             try output.descriptor.writeAll(bytes)
             startWriteback()
             return
         }
-        if staged + bytes.count > ImageWriter.stagingBytes { try flushBuffer() }
-        if bytes.count > 0 { (staging.base + staged).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
-        staged += bytes.count
+        if staging.count + bytes.count > ImageWriter.stagingBytes { try flushBuffer() }
+        staging.append(contentsOf: bytes)
     }
 
     private func flushBuffer() throws(ImageError) {
-        guard staged > 0 else { return }
-        try output.descriptor.writeAll(UnsafeRawBufferPointer(start: staging.base, count: staged))
-        staged = 0
+        guard !staging.isEmpty else { return }
+        try staging.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
+        staging.removeAll(keepingCapacity: true)
         startWriteback()
     }
 

@@ -84,6 +84,32 @@ struct FailureTests {
         #expect(CaptureSupport.files(in: "\(dir)/small").isEmpty, "no temporary file left either")
     }
 
+    /// kill -9 while system calls are being injected: each thread is parked on a stub that
+    /// brings it back to its own registers, signal mask and interrupted system call.
+    @Test(arguments: [1, 10, 12, 14, 16, 19])
+    func killNineWhileThreadsAreParked(afterCall: Int) throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let program = try CaptureSupport.program("state")
+        let reference = try CaptureSupport.Target(program, ["12", "\(dir)/ref.txt"], in: dir)
+        let target = try CaptureSupport.Target(program, ["12", "\(dir)/file.txt"], in: dir)
+        let output = "\(dir)/parked.ccimg"
+        let p = try CaptureSupport.spawn("/usr/bin/env", ["CCPM_FAULT=stop-parked:\(afterCall)", ccpm, "checkpoint", "\(target.pid)", "-o", output],
+                                         stdout: nil, stderr: nil)
+        let stoppedThere = CaptureSupport.waitUntil(seconds: 10) {
+            let stat = (try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? ""
+            return stat.split(separator: ")").last?.dropFirst().first == "T"
+        }
+        #expect(stoppedThere, "ccpm stops itself after parked call \(afterCall)")
+        kill(p, SIGKILL)
+        _ = try CaptureSupport.wait(p)
+        expectUnharmed(target, output)
+        // Every thread went back to what it was doing: the run ends as an undisturbed one does.
+        #expect(target.waitFor("DONE") && reference.waitFor("DONE"))
+        let strip = { (text: String) in text.split(separator: "\n").filter { !$0.hasPrefix("READY") }.joined(separator: "\n") }
+        #expect(strip(target.output) == strip(reference.output))
+    }
+
     @Test func killNineOfCcpmMidCapture() throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -239,6 +239,26 @@ import ImageFixtures
         #expect(try readBytes(dir.file("a.ccimg")) == readBytes(dir.file("b.ccimg")))
     }
 
+    /// Pages read straight into frames (as a capture does) give the same bytes as pages
+    /// appended from a buffer: zero, duplicate and inherited pages are taken out in place.
+    @Test(arguments: 1...8)
+    func pagesReadInPlaceGiveTheSameBytes(seed: UInt64) throws {
+        var g = SeededGenerator(seed: seed)
+        let base = MemoryModel.random(&g, pageSize: 4096, vmaCount: 4, maxPages: 40)
+        let model = ChainTests.mutate(base, fraction: 0.3, oneToZero: true, &g).model
+        let dir = try TempDir("in-place")
+        defer { dir.remove() }
+        var options = ImageWriterOptions()
+        options.pagesPerFrame = UInt32(1 + seed % 5)
+        try writeImage(base, to: dir.file("base.ccimg"), options: options)
+        let chain = try ImageChain.open(path: dir.file("base.ccimg"))
+        for (name, parent) in [("full", nil), ("child", chain)] as [(String, ImageChain?)] {
+            try writeImage(model, to: dir.file("\(name)-a.ccimg"), options: options, parent: parent)
+            try writeImage(model, to: dir.file("\(name)-b.ccimg"), options: options, parent: parent, inPlace: true)
+            #expect(try readBytes(dir.file("\(name)-a.ccimg")) == readBytes(dir.file("\(name)-b.ccimg")), "\(name), seed \(seed)")
+        }
+    }
+
     /// The smoke test that used to be Placeholder.swift: 600 pages, 300 of them zero.
     @Test func largeVmaRoundTrip() throws {
         let dir = try TempDir("smoke")

@@ -269,12 +269,24 @@ struct MemoryModel {
     /// Writes the memory: runs of populated pages go in one appendPages call,
     /// zero pages sometimes through appendZero, and never-populated pages
     /// through appendNotPopulated.
-    func write(to writer: ImageWriter, zeroViaAppendZero: Bool = false) throws {
+    /// With `inPlace`, runs go through ``ImageWriter/appendPages(count:reading:)``
+    /// (pages copied into the frame by the callback, as a capture reads them).
+    func write(to writer: ImageWriter, zeroViaAppendZero: Bool = false, inPlace: Bool = false) throws {
         for (vma, pages) in vmas {
             try writer.beginVma(vma)
             var pending: [UInt8] = []
             func flush() throws {
-                if !pending.isEmpty { try writer.appendPages(pending); pending.removeAll() }
+                guard !pending.isEmpty else { return }
+                if inPlace {
+                    try writer.appendPages(count: pending.count / pageSize) { dest, first in
+                        pending.withUnsafeBytes { src in
+                            dest.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(first * pageSize)..<(first * pageSize + dest.count)]))
+                        }
+                    }
+                } else {
+                    try writer.appendPages(pending)
+                }
+                pending.removeAll()
             }
             for page in pages {
                 if let page {
@@ -308,7 +320,7 @@ struct MemoryModel {
 /// Writes `model` with a process section to `path`.
 @discardableResult
 func writeImage(_ model: MemoryModel, to path: String, options: ImageWriterOptions = ImageWriterOptions(),
-                parent: ImageChain? = nil, process: Ccimg_V1_ProcessInfo? = nil) throws -> ImageWriteSummary {
+                parent: ImageChain? = nil, process: Ccimg_V1_ProcessInfo? = nil, inPlace: Bool = false) throws -> ImageWriteSummary {
     var opts = options
     opts.pageSize = UInt32(model.pageSize)
     let writer = try ImageWriter(output: try ImageOutput(path: path), options: opts, parent: parent)
@@ -319,7 +331,7 @@ func writeImage(_ model: MemoryModel, to path: String, options: ImageWriterOptio
         p.cmdline = ["test", "--run"]
     }
     try writer.addSection(.process, p)
-    try model.write(to: writer)
+    try model.write(to: writer, inPlace: inPlace)
     return try writer.finish()
 }
 

@@ -22,6 +22,7 @@ long cc_ptrace_interrupt(int tid);
 long cc_ptrace_detach(int tid, int sig);
 long cc_ptrace_cont(int tid, int sig);
 long cc_ptrace_singlestep(int tid, int sig);
+long cc_ptrace_syscall(int tid, int sig);
 long cc_ptrace_listen(int tid);
 long cc_ptrace_getregs(int tid, struct user_regs_struct *regs);
 long cc_ptrace_setregs(int tid, const struct user_regs_struct *regs);
