@@ -139,7 +139,9 @@ public enum Checkpointer {
         var warnings: [String] = []
         do {
             // Injected reads first: they resume and re-stop the threads they use.
-            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads)
+            // A new tracker's userfaultfd is created with the other injected calls.
+            let newTracker = options.track && note == nil && existing == nil
+            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads, createUserfaultfd: newTracker)
             warnings += injected.warnings
             traced.noteIntercepted(injected.interceptedSignals)
             phase("injected", since: start)
@@ -213,7 +215,7 @@ public enum Checkpointer {
                     try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all)
                     newNote = existing
                 } else {
-                    newNote = try DirtyTracking.start(pid: pid, pidfd: pidfd, stopped: traced.threads, regions: regions)
+                    newNote = try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: injected.userfaultfd, regions: regions)
                 }
             }
             // A process that lives on is thawed as soon as its state is read: every page is

@@ -112,16 +112,12 @@ enum DirtyTracking {
         !region.skip && !region.vma.shared && region.vma.prot & 2 != 0 && region.vma.role != .vdso
     }
 
-    /// Creates a userfaultfd in the target and write-protects every trackable VMA.
-    static func start(pid: Int32, pidfd: Int32, stopped: [TracedProcess.StoppedThread],
-                      regions: [MemoryCapture.Region]) throws -> Note {
-        guard let thread = stopped.first(where: { !$0.groupStopped }), var injector = SyscallInjector(pid: pid, tid: thread.tid) else {
+    /// Write-protects every trackable VMA through `userfaultfd`, a descriptor the capture
+    /// created in the target (InjectedCapture, parked like its other calls).
+    static func start(pid: Int32, pidfd: Int32, userfaultfd fd: Int32?, regions: [MemoryCapture.Region]) throws -> Note {
+        guard let fd else {
             throw CaptureError(.unsupported, "cannot start tracking: the process is stopped by a signal", pid: pid)
         }
-        // userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)
-        let fd = try injector.call(X86Syscall.userfaultfd, [UInt64(O_CLOEXEC | O_NONBLOCK | 1)])
-        try injector.finish()
-        guard fd >= 0 else { throw SystemCallError("userfaultfd (injected)", errno: Int32(-fd)) }
         let ours = Int32(try kernelCall("pidfd_getfd(userfaultfd)", cc_pidfd_getfd(pidfd, Int32(fd))))
         defer { close(ours) }
         var granted: UInt64 = 0

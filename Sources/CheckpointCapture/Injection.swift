@@ -40,12 +40,6 @@ package struct SyscallInjector {
     /// Threads an injected clone created (PTRACE_EVENT_CLONE), as the tracer sees their TIDs.
     package private(set) var createdThreads: [Int32] = []
 
-    /// Prepares to inject into `tid`; nil when no vdso `syscall` instruction is found.
-    package init?(pid: Int32, tid: Int32) {
-        guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else { return nil }
-        self.init(pid: pid, tid: tid, syscallAddress: address)
-    }
-
     /// The address of a `syscall` instruction (0f 05) in the vdso of `pid`, if it has one.
     package static func vdsoSyscallAddress(pid: Int32) -> UInt64? {
         guard let maps = try? ProcFS.read("/proc/\(pid)/maps"),

@@ -1,3 +1,4 @@
+import Glibc
 import CCheckpointKernel
 import CheckpointImage
 #if canImport(FoundationEssentials)
@@ -21,6 +22,8 @@ enum InjectedCapture {
         var altStacks: [Int32: Ccimg_V1_AltStack] = [:]
         /// The program break, from brk(0); nil when it could not be asked.
         var brk: UInt64?
+        /// The userfaultfd created in the process for `--track`, as its descriptor number there.
+        var userfaultfd: Int32?
         var tidAddresses: [Int32: UInt64] = [:]
     }
 
@@ -30,7 +33,7 @@ enum InjectedCapture {
 
     /// Runs the injected reads. Each thread used is stopped again afterwards
     /// (``SyscallInjector/finish()``), so read registers only after this.
-    static func capture(pid: Int32, stopped: [TracedProcess.StoppedThread]) throws -> Result {
+    static func capture(pid: Int32, stopped: [TracedProcess.StoppedThread], createUserfaultfd: Bool = false) throws -> Result {
         var result = Result()
         let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(pid)/status"))
         let ignored = UInt64(status["SigIgn"] ?? "0", radix: 16) ?? 0
@@ -54,6 +57,12 @@ enum InjectedCapture {
         try injector.withScratchPage(threads: injected.count) { injector, scratch, parking in
             let currentBreak = try injector.call(X86Syscall.brk, [0])
             if currentBreak > 0 { result.brk = UInt64(currentBreak) }
+            if createUserfaultfd {
+                // userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY), for DirtyTracking.start
+                let fd = try injector.call(X86Syscall.userfaultfd, [UInt64(O_CLOEXEC | O_NONBLOCK | 1)])
+                guard fd >= 0 else { throw SystemCallError("userfaultfd (injected)", errno: Int32(-fd)) }
+                result.userfaultfd = Int32(fd)
+            }
             for i in result.signals.actions.indices {
                 let signo = result.signals.actions[i].signo
                 let r = try injector.call(X86Syscall.rtSigaction, [UInt64(signo), 0, scratch, 8])
