@@ -63,21 +63,14 @@ package struct SyscallInjector {
         if parking != nil { return try parkedCall(number, args) }
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &saved))
         var regs = saved
-        let a = args + [UInt64](repeating: 0, count: 6 - args.count)
-        regs.rax = UInt64(number)
-        regs.orig_rax = UInt64.max          // -1: not in a syscall, nothing to restart
-        regs.rdi = a[0]; regs.rsi = a[1]; regs.rdx = a[2]; regs.r10 = a[3]; regs.r8 = a[4]; regs.r9 = a[5]
+        SyscallInjector.load(&regs, number, args)
         regs.rip = syscallAddress
         try kernelCall("ptrace(PTRACE_SETREGS)", cc_ptrace_setregs(tid, &regs))
         defer { _ = cc_ptrace_setregs(tid, &saved) }
         var result = user_regs_struct()
         while true {
             try kernelCall("ptrace(PTRACE_SINGLESTEP)", cc_ptrace_singlestep(tid, 0))
-            var status: Int32 = 0
-            var r = cc_waitpid(tid, &status, 0)
-            while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
-            try kernelCall("waitpid(\(tid))", r)
-            guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+            let status = try waitForStop()
             let event = cc_wptrace_event(status)
             if event != 0 {
                 // An event stop inside the call (a thread the call created): note it, step on.
@@ -102,6 +95,25 @@ package struct SyscallInjector {
     /// thread is resumed (PTRACE_CONT clears the flag) and at once stopped
     /// again (PTRACE_INTERRUPT): it goes back into whatever call it was in,
     /// exactly as after any stop. Its registers are read after this.
+    /// Puts a call's number and arguments in the x86-64 syscall registers; orig_rax is -1
+    /// so the kernel does not treat it as a system call to restart.
+    private static func load(_ regs: inout user_regs_struct, _ number: Int, _ args: [UInt64]) {
+        let a = args + [UInt64](repeating: 0, count: 6 - args.count)
+        regs.rax = UInt64(number)
+        regs.orig_rax = UInt64.max
+        regs.rdi = a[0]; regs.rsi = a[1]; regs.rdx = a[2]; regs.r10 = a[3]; regs.r8 = a[4]; regs.r9 = a[5]
+    }
+
+    /// The next stop of the thread (waitpid); its exit is an error.
+    private func waitForStop() throws(SystemCallError) -> Int32 {
+        var status: Int32 = 0
+        var r = cc_waitpid(tid, &status, 0)
+        while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
+        try kernelCall("waitpid(\(tid))", r)
+        guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+        return status
+    }
+
     // MARK: Parking
 
     /// The stub a parked thread runs (x86-64): `syscall` (the injected call), then
@@ -183,21 +195,14 @@ package struct SyscallInjector {
     private mutating func parkedCall(_ number: Int, _ args: [UInt64]) throws(SystemCallError) -> Int64 {
         let park = parking!
         var regs = park.original
-        let a = args + [UInt64](repeating: 0, count: 6 - args.count)
-        regs.rax = UInt64(number)
-        regs.orig_rax = UInt64.max
-        regs.rdi = a[0]; regs.rsi = a[1]; regs.rdx = a[2]; regs.r10 = a[3]; regs.r8 = a[4]; regs.r9 = a[5]
+        SyscallInjector.load(&regs, number, args)
         regs.rip = park.stub
         regs.rsp = park.frame + 8    // rt_sigreturn finds its frame at rsp - 8
         try kernelCall("ptrace(PTRACE_SETREGS)", cc_ptrace_setregs(tid, &regs))
         var syscallStops = 0
         while syscallStops < 2 {
             try kernelCall("ptrace(PTRACE_SYSCALL)", cc_ptrace_syscall(tid, 0))
-            var status: Int32 = 0
-            var r = cc_waitpid(tid, &status, 0)
-            while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
-            try kernelCall("waitpid(\(tid))", r)
-            guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+            let status = try waitForStop()
             let signal = cc_wstopsig(status)
             if signal == SIGTRAP | 0x80 {
                 syscallStops += 1
