@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <linux/elf.h>
 #include <linux/sched.h>
-#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -254,11 +253,6 @@ long cc_open_by_handle(int mount_fd, int handle_type, const void *handle, unsign
 long cc_spawn_actions_closefrom(void *actions, int from) {
     int r = posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
     return r ? -r : 0;
-}
-
-long cc_sched_idle_self(void) {
-    struct sched_param param = { .sched_priority = 0 };
-    CC_RET(sched_setscheduler(0, SCHED_IDLE, &param));
 }
 
 long cc_start_writeback(int fd, uint64_t offset, uint64_t length) {

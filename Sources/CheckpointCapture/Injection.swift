@@ -89,12 +89,6 @@ package struct SyscallInjector {
         return Int64(bitPattern: result.rax)
     }
 
-    /// Ends injection into this thread. PTRACE_SINGLESTEP leaves the thread's
-    /// single-step flag set, which only a resume clears; were ccpm to die with
-    /// it set, the thread would die of SIGTRAP at its next instruction. So the
-    /// thread is resumed (PTRACE_CONT clears the flag) and at once stopped
-    /// again (PTRACE_INTERRUPT): it goes back into whatever call it was in,
-    /// exactly as after any stop. Its registers are read after this.
     /// Puts a call's number and arguments in the x86-64 syscall registers; orig_rax is -1
     /// so the kernel does not treat it as a system call to restart.
     private static func load(_ regs: inout user_regs_struct, _ number: Int, _ args: [UInt64]) {
@@ -173,7 +167,6 @@ package struct SyscallInjector {
         for i in (fpstate + 464)..<(fpstate + 512) { bytes[i] = 0 }
         try writeForced(bytes, at: frame)
         parking = (regs, stub, frame)
-        saved = regs
     }
 
     /// Brings a parked thread back to an interrupt stop like the one the seize left it
@@ -234,6 +227,13 @@ package struct SyscallInjector {
         guard n == bytes.count else { throw SystemCallError("pwrite(/proc/\(pid)/mem)", errno: n < 0 ? errno : EIO) }
     }
 
+    /// Ends injection into this thread. PTRACE_SINGLESTEP leaves the thread's
+    /// single-step flag set, which only a resume clears; were ccpm to die with
+    /// it set, the thread would die of SIGTRAP at its next instruction. So the
+    /// thread is resumed (PTRACE_CONT clears the flag) and at once stopped
+    /// again (PTRACE_INTERRUPT): it goes back into whatever call it was in,
+    /// exactly as after any stop. Its registers are read after this. A parked
+    /// thread is unparked instead (``unpark()``).
     package mutating func finish() throws(SystemCallError) {
         if parking != nil { return try unpark() }
         try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
@@ -270,7 +270,6 @@ package struct SyscallInjector {
         return bytes
     }
 
-    /// Runs `body` with a private scratch page mapped in the process (mmap), unmapped after.
     /// Maps a parking page (stub and one frame per thread, read and execute only) and a
     /// data page for results, parks this thread, and runs `body` with the data page's
     /// address and the parking page's (for other threads' ``park(stub:frame:)``: frame

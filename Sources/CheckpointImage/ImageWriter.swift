@@ -1,6 +1,5 @@
 import Dispatch
 import Glibc
-import CCheckpointKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -335,13 +334,8 @@ public final class ImageWriter {
         let pool = self.pool
         let pages = UInt32(length / pageSize)
         DispatchQueue.global().async {
-            // Compression runs as SCHED_IDLE: on a machine with few cores the thread that reads
-            // a frozen process (and the process itself, while system calls are injected into it)
-            // goes first, and compression takes the time left over — all of it once the reader
-            // waits for a free frame slot.
-            _ = cc_sched_idle_self()
             let input = UnsafeRawBufferPointer(rebasing: pool.raw(slot).prefix(length))
-            let compressed = Zstd.compress(input, into: pool.output(slot), level: level)
+            let compressed = pool.onCore { Zstd.compress(input, into: pool.output(slot), level: level) }
             pool.complete(sequence, FramePool.Compressed(slot: slot, length: compressed, first: first, count: pages))
         }
         try writeCompletedFrames()
@@ -351,7 +345,7 @@ public final class ImageWriter {
                 fillingSlot = free
                 return
             }
-            try writeFrame(pool.wait(for: framesWritten))
+            try writeFrame(pool.waitLendingCore(for: framesWritten))
         }
     }
 
@@ -383,7 +377,7 @@ public final class ImageWriter {
 
     /// Waits for every frame in flight and writes them all.
     private func flushFrames() throws(ImageError) {
-        while framesWritten < framesSubmitted { try writeFrame(pool.wait(for: framesWritten)) }
+        while framesWritten < framesSubmitted { try writeFrame(pool.waitLendingCore(for: framesWritten)) }
     }
 
     // MARK: Finishing
@@ -516,6 +510,12 @@ final class FramePool: @unchecked Sendable {
     private let condition = Condition()
     private var free: [Int]
     private var done: [Int: Compressed] = [:]
+    /// One permit per core. The writer's thread holds one from the pool's creation (it
+    /// reads pages, and during a capture the process is frozen meanwhile) and lends it
+    /// while it waits; each compression takes one. So compression never crowds out the
+    /// thread a frozen process waits on, and uses every core once that thread waits.
+    private let cores = DispatchSemaphore(value: Host.onlineProcessors)
+    private var writerHoldsCore = true
 
     init(slots: Int, frameBytes: Int) {
         self.frameBytes = frameBytes
@@ -523,6 +523,19 @@ final class FramePool: @unchecked Sendable {
         pages = PageBuffer(bytes: slots * frameBytes)
         outputs = PageBuffer(bytes: slots * outputBytes)
         free = Array((0..<slots).reversed())
+        cores.wait()
+    }
+
+    deinit {
+        // Permits must be back before a semaphore is destroyed.
+        if writerHoldsCore { cores.signal() }
+    }
+
+    /// Runs `body` (a compression) holding a core's permit.
+    func onCore<R>(_ body: () -> R) -> R {
+        cores.wait()
+        defer { cores.signal() }
+        return body()
     }
 
     /// Where slot `slot`'s pages go.
@@ -563,8 +576,21 @@ final class FramePool: @unchecked Sendable {
         return done.removeValue(forKey: sequence)
     }
 
+    /// Frame `sequence`, once its compression has finished; the writer's core is lent to
+    /// compression meanwhile.
+    func waitLendingCore(for sequence: Int) -> Compressed {
+        if let ready = take(sequence) { return ready }
+        writerHoldsCore = false
+        cores.signal()
+        defer {
+            cores.wait()
+            writerHoldsCore = true
+        }
+        return wait(for: sequence)
+    }
+
     /// Frame `sequence`, once its compression has finished.
-    func wait(for sequence: Int) -> Compressed {
+    private func wait(for sequence: Int) -> Compressed {
         condition.lock()
         defer { condition.unlock() }
         while done[sequence] == nil { condition.wait() }

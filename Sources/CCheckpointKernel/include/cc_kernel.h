@@ -134,10 +134,6 @@ long cc_uffdio_writeprotect(int uffd, uint64_t start, uint64_t len, int protect)
 /// disk without waiting, so a later fsync has less left to wait for.
 long cc_start_writeback(int fd, uint64_t offset, uint64_t length);
 
-/// sched_setscheduler(0, SCHED_IDLE): the calling thread runs only when a CPU has
-/// nothing else to run (Linux scheduling is per thread).
-long cc_sched_idle_self(void);
-
 /// XCR0: the XSAVE features the OS enabled on this CPU (xgetbv 0).
 uint64_t cc_xgetbv0(void);
 
