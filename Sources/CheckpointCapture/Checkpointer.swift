@@ -89,18 +89,19 @@ public enum Checkpointer {
         guard pid != getpid() else { throw CaptureError(.unsupported, "ccpm cannot checkpoint itself", pid: pid) }
 
         // Everything that can fail without touching the process comes first.
+        // This process's tracking note (from an earlier --track), read once.
+        let savedNote = DirtyTracking.Note.load(pid: pid)
         var parent: ImageChain? = nil
         if let parentPath = options.parentPath {
             do throws(ImageError) {
                 // The tracking note, if any, says where this process's earlier images are.
-                let note = DirtyTracking.Note.load(pid: pid)
-                let hints = note.map { Dictionary(uniqueKeysWithValues: $0.paths.compactMap { uuid, path in
+                let hints = savedNote.map { Dictionary(uniqueKeysWithValues: $0.paths.compactMap { uuid, path in
                     ImageUUID(parsing: uuid).map { ($0, path) }
                 }) } ?? [:]
                 parent = try ImageChain.open(path: parentPath, storeDirectories: options.storeDirectories, knownPaths: hints)
                 // Every block of the chain is checked — unless the chain ends in this process's last
                 // tracked image and every image of it was verified before and is unchanged since.
-                let unchanged = note.map { $0.imageUUID == parent!.top.header.uuid.description && $0.vouchesFor(parent!) } ?? false
+                let unchanged = savedNote.map { $0.imageUUID == parent!.top.header.uuid.description && $0.vouchesFor(parent!) } ?? false
                 if !unchanged {
                     let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
                     if let problem = report.problems.first { throw problem }
@@ -127,7 +128,7 @@ public enum Checkpointer {
         }
 
         // Kernel tracking applies when the parent is the last tracked image of this very process.
-        let existing = DirtyTracking.Note.load(pid: pid).flatMap { $0.isLive(pid: pid) ? $0 : nil }
+        let existing = savedNote.flatMap { $0.isLive(pid: pid) ? $0 : nil }
         let note = existing.flatMap { n in parent.map { $0.top.header.uuid.description == n.imageUUID } == true ? n : nil }
         let mode = parent == nil ? "full" : note != nil ? "uffd-wp" : "hash-compare"
 

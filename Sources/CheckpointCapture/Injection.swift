@@ -3,11 +3,6 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// Runs system calls inside a stopped thread of the target — the Linux form
 /// of the paper's injected DLL, for what only the process itself can ask the

@@ -1,9 +1,4 @@
 import Glibc
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// Reading /proc/PID (proc(5)). Every parser takes text and returns values,
 /// so it can be tested on samples; `ProcFS.read` fetches the text.

@@ -1,11 +1,6 @@
 import Glibc
 import CCheckpointKernel
 import CheckpointImage
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// State only the process itself can ask the kernel for, read by injected
 /// system calls (``SyscallInjector``): signal dispositions (rt_sigaction),

@@ -1,9 +1,4 @@
 import CZstd
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {

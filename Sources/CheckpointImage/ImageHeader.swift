@@ -168,7 +168,7 @@ public struct ImageUUID: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
+        let hex = bytes.map { $0.hex(width: 2) }
         guard hex.count == 16 else { return hex.joined() }
         return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
     }

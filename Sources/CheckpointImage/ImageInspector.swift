@@ -1,9 +1,4 @@
 import Glibc
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import SwiftProtobuf
 
 /// Builds the models behind `ccimg info`, `dump` and `stat` (spec/ccimg-json.md).
@@ -56,12 +51,8 @@ public enum ImageInspector {
         }
         var t = tm()
         gmtime_r(&seconds, &t)
-        func padded(_ value: some BinaryInteger, _ width: Int) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
-        }
-        return "\(padded(t.tm_year + 1900, 4))-\(padded(t.tm_mon + 1, 2))-\(padded(t.tm_mday, 2))T"
-            + "\(padded(t.tm_hour, 2)):\(padded(t.tm_min, 2)):\(padded(t.tm_sec, 2)).\(padded(fraction, 9))Z"
+        return "\((t.tm_year + 1900).decimal(width: 4))-\((t.tm_mon + 1).decimal(width: 2))-\(t.tm_mday.decimal(width: 2))T"
+            + "\(t.tm_hour.decimal(width: 2)):\(t.tm_min.decimal(width: 2)):\(t.tm_sec.decimal(width: 2)).\(fraction.decimal(width: 9))Z"
     }
 
     static func headerJSON(_ image: ImageReader) -> JSONValue {

@@ -1,9 +1,4 @@
 import Glibc
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import SwiftProtobuf
 
 /// Reads an image file at random (§7): footer → index → any section or page

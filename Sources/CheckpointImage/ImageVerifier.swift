@@ -1,9 +1,4 @@
 import Glibc
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import SwiftProtobuf
 
 /// What `ccimg verify` found (§11).

@@ -1,11 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// An image read from a pipe ("-"), kept in a temporary file so that it can be
 /// read at random (§2: the memory map and page map follow the frames). Used by

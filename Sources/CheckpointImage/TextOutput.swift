@@ -27,9 +27,13 @@ package enum StandardStream {
 
 extension BinaryInteger {
     /// Lower-case hexadecimal, zero-padded to `width` digits.
-    package func hex(width: Int) -> String {
-        let digits = String(self, radix: 16)
-        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    package func hex(width: Int) -> String { zeroPadded(String(self, radix: 16), width) }
+
+    /// Decimal, zero-padded to `width` digits (a non-negative value).
+    package func decimal(width: Int) -> String { zeroPadded(String(self), width) }
+
+    private func zeroPadded(_ digits: String, _ width: Int) -> String {
+        digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
     }
 }
 
@@ -45,7 +49,6 @@ extension Double {
         let whole = String(units / UInt64(scale))
         let sign = self < 0 && units != 0 ? "-" : ""
         guard places > 0 else { return sign + whole }
-        let fraction = String(units % UInt64(scale))
-        return sign + whole + "." + String(repeating: "0", count: places - fraction.count) + fraction
+        return sign + whole + "." + (units % UInt64(scale)).decimal(width: places)
     }
 }

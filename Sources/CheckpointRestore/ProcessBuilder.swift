@@ -5,11 +5,6 @@ import Glibc
 import CCheckpointKernel
 import CheckpointCapture
 import CheckpointImage
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// Fills the stopped, freshly executed process with the image's state, from
 /// outside (ptrace, /proc/PID/mem, prlimit) and from inside (injected calls).

@@ -1,11 +1,6 @@
 import Glibc
 import ArgumentParser
 import CheckpointImage
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// `ccimg`: inspect, compare, check and transform checkpoint images.
 @main

@@ -3,11 +3,6 @@ import ArgumentParser
 import CheckpointCapture
 import CheckpointImage
 import CheckpointRestore
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// `ccpm`: checkpoint (and later restore) live processes.
 @main
