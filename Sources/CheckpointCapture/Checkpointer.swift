@@ -139,57 +139,20 @@ public enum Checkpointer {
         phase("seized", since: start)
         var warnings: [String] = []
         do {
-            // Injected reads first: they resume and re-stop the threads they use.
-            // A new tracker's userfaultfd is created with the other injected calls.
-            let newTracker = options.track && note == nil && existing == nil
-            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads, createUserfaultfd: newTracker)
-            warnings += injected.warnings
-            traced.noteIntercepted(injected.interceptedSignals)
-            phase("injected", since: start)
-            var process = try ProcessCapture.capture(pid: pid)
-            phase("process", since: start)
-            if let brk = injected.brk { process.mm.brk = brk }
+            // Memory first, so that its frames are compressed on the other cores while the rest
+            // of the state is read; the stacks are found from the threads' stack pointers.
             var threads = Ccimg_V1_ThreadList()
             var stackPointers: [Int32: UInt64] = [:]
             for thread in traced.threads {
-                var state = try ThreadCapture.capture(thread, pid: pid, readShared: thread.tid == pid)
-                if let alt = injected.altStacks[thread.tid] { state.altStack = alt }
-                state.tidAddress = injected.tidAddresses[thread.tid] ?? 0
+                let state = try ThreadCapture.capture(thread, pid: pid, readShared: thread.tid == pid)
                 threads.threads.append(state)
                 stackPointers[thread.tid] = state.generalRegisters.withUnsafeBytes { $0.load(fromByteOffset: 19 * 8, as: UInt64.self) }
             }
             phase("threads", since: start)
-            var handles = HandleCapture(pid: pid, pidfd: pidfd)
-            try handles.captureAll()
-            warnings += handles.warnings
-            handles.sync.intervalTimers = injected.intervalTimers
-            handles.sync.posixTimers = injected.posixTimers
             var memory = MemoryCapture(pid: pid)
-            phase("handles", since: start)
+            writer.compressionYields = true
             let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
             phase("regions", since: start)
-
-            try writer.addSection(.process, process)
-            try writer.addSection(.threads, threads)
-            try writer.addSection(.syncObjects, handles.sync)
-            var handleTable = Ccimg_V1_HandleTable()
-            handleTable.handles = handles.handles
-            try writer.addSection(.handles, handleTable)
-            var sockets = Ccimg_V1_SocketTable()
-            sockets.sockets = handles.sockets
-            try writer.addSection(.sockets, sockets)
-            try writer.addSection(.signals, injected.signals)
-            if let console = handles.console() { try writer.addSection(.console, console) }
-            var metadata = Ccimg_V1_Metadata()
-            metadata.entries = [("tracking-mode", mode),
-                                ("captured-by", "ccpm checkpoint")].map { key, value in
-                var e = Ccimg_V1_MetadataEntry()
-                e.key = key
-                e.value = value
-                return e
-            }
-            try writer.addSection(.metadata, metadata)
-
             let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
             let progress = options.progress
             var untracked: [(UInt64, UInt64)] = []
@@ -203,7 +166,31 @@ public enum Checkpointer {
             }
             let read = try memory.writePages(regions, to: writer, parent: parent, written: written,
                                              progress: progress.map { p in { p($0, total) } })
+            try writer.endPages()
             phase("memory", since: start)
+
+            // Injected reads: they resume and re-stop the threads they use.
+            // A new tracker's userfaultfd is created with the other injected calls.
+            let newTracker = options.track && note == nil && existing == nil
+            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads, createUserfaultfd: newTracker)
+            warnings += injected.warnings
+            traced.noteIntercepted(injected.interceptedSignals)
+            phase("injected", since: start)
+            for index in threads.threads.indices {
+                let tid = threads.threads[index].tid
+                if let alt = injected.altStacks[tid] { threads.threads[index].altStack = alt }
+                threads.threads[index].tidAddress = injected.tidAddresses[tid] ?? 0
+            }
+            var process = try ProcessCapture.capture(pid: pid)
+            if let brk = injected.brk { process.mm.brk = brk }
+            phase("process", since: start)
+            var handles = HandleCapture(pid: pid, pidfd: pidfd)
+            try handles.captureAll()
+            warnings += handles.warnings
+            handles.sync.intervalTimers = injected.intervalTimers
+            handles.sync.posixTimers = injected.posixTimers
+            phase("handles", since: start)
+
             // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
             var newNote: DirtyTracking.Note? = nil
             if options.track {
@@ -225,11 +212,33 @@ public enum Checkpointer {
             let threadCount = traced.threads.count
             let keep = options.leaveRunning || options.track
             var thawedAt: UInt64? = nil
+            writer.compressionYields = false
             if keep {
                 traced.detach()
                 thawedAt = now()
                 phase("thawed", since: start)
             }
+            // The sections follow the frames (any order is valid, §2).
+            try writer.addSection(.process, process)
+            try writer.addSection(.threads, threads)
+            try writer.addSection(.syncObjects, handles.sync)
+            var handleTable = Ccimg_V1_HandleTable()
+            handleTable.handles = handles.handles
+            try writer.addSection(.handles, handleTable)
+            var sockets = Ccimg_V1_SocketTable()
+            sockets.sockets = handles.sockets
+            try writer.addSection(.sockets, sockets)
+            try writer.addSection(.signals, injected.signals)
+            if let console = handles.console() { try writer.addSection(.console, console) }
+            var metadata = Ccimg_V1_Metadata()
+            metadata.entries = [("tracking-mode", mode),
+                                ("captured-by", "ccpm checkpoint")].map { key, value in
+                var e = Ccimg_V1_MetadataEntry()
+                e.key = key
+                e.value = value
+                return e
+            }
+            try writer.addSection(.metadata, metadata)
             let image = try writer.finish()
             phase("finished", since: start)
             if var newNote {

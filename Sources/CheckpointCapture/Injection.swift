@@ -225,14 +225,16 @@ package struct SyscallInjector {
     /// Ends injection into this thread. PTRACE_SINGLESTEP leaves the thread's
     /// single-step flag set, which only a resume clears; were ccpm to die with
     /// it set, the thread would die of SIGTRAP at its next instruction. So the
-    /// thread is resumed (PTRACE_CONT clears the flag) and at once stopped
-    /// again (PTRACE_INTERRUPT): it goes back into whatever call it was in,
-    /// exactly as after any stop. Its registers are read after this. A parked
-    /// thread is unparked instead (``unpark()``).
+    /// thread is resumed (PTRACE_CONT clears the flag) with an interrupt already
+    /// asked for (PTRACE_INTERRUPT first): it stops again in the signal path,
+    /// before a single instruction of its own — going back into whatever call it
+    /// was in, exactly as after any stop — so the memory a capture read before
+    /// injection is still what the thread sees. A parked thread is unparked
+    /// instead (``unpark()``).
     package mutating func finish() throws(SystemCallError) {
         if parking != nil { return try unpark() }
-        try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
+        try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         interceptedSignals += try SyscallInjector.waitForInterruptStop(tid)
     }
 

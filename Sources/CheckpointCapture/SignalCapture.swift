@@ -27,7 +27,9 @@ enum InjectedCapture {
     }
 
     /// Runs the injected reads. Each thread used is stopped again afterwards
-    /// (``SyscallInjector/finish()``), so read registers only after this.
+    /// (``SyscallInjector/finish()``) with the registers, signal mask and memory it
+    /// had before, without having run an instruction of its own: a capture may read
+    /// them before or after this.
     static func capture(pid: Int32, stopped: [TracedProcess.StoppedThread], createUserfaultfd: Bool = false) throws -> Result {
         var result = Result()
         let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(pid)/status"))

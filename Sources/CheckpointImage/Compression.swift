@@ -1,10 +1,14 @@
 import CZstd
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {
-    /// Contexts kept for reuse. A fresh context per frame costs its allocation and
-    /// page faults every time (~1 MiB for level 1); frames are compressed on many
-    /// threads, so a context is borrowed from here for the length of one call.
+    /// Contexts kept for reuse. A fresh context per call costs its allocation and
+    /// page faults every time (~1 MiB for level 1); sections are compressed and
+    /// frames decompressed on many threads, so a context is borrowed from here for
+    /// the length of one call. (Frame compression uses its workers' own contexts.)
     private static let compressors = ContextPool(make: { ZSTD_createCCtx() })
     private static let decompressors = ContextPool(make: { ZSTD_createDCtx() })
 
@@ -26,13 +30,13 @@ enum Zstd {
     /// The most bytes compressing `count` bytes can produce (ZSTD_compressBound).
     static func compressBound(_ count: Int) -> Int { ZSTD_compressBound(count) }
 
-    /// Compresses `input` as one zstd frame at `level` into `output`, which
-    /// must hold ``compressBound(_:)`` bytes; returns the compressed length.
-    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, level: Int32) -> Int {
+    /// Compresses `input` as one zstd frame at `level` into `output`, which must hold
+    /// ``compressBound(_:)`` bytes, with a compression thread's own `context`;
+    /// returns the compressed length.
+    static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer, level: Int32,
+                         context: borrowing ZstdCompressor) -> Int {
         precondition(output.count >= ZSTD_compressBound(input.count), "zstd output buffer too small")
-        let written = compressors.borrow { context in
-            ZSTD_compressCCtx(context, output.baseAddress, output.count, input.baseAddress, input.count, level)
-        }
+        let written = ZSTD_compressCCtx(context.context, output.baseAddress, output.count, input.baseAddress, input.count, level)
         precondition(ZSTD_isError(written) == 0, "ZSTD_compress: \(String(cString: ZSTD_getErrorName(written)))")
         return written
     }
@@ -90,4 +94,26 @@ private final class ContextPool: @unchecked Sendable {
         lock.withLock { free.append(context) }
         return result
     }
+}
+
+/// One thread's zstd compression context (ZSTD_createCCtx), freed with it.
+struct ZstdCompressor: ~Copyable {
+    fileprivate let context: OpaquePointer
+
+    /// Allocates the context and, with `frameBytes`, sizes its tables for frames of
+    /// that length at `level` now, by compressing that many zeros: a context's first
+    /// use at a size allocates and faults in its tables (about 0.5 MiB at level 1).
+    init(warmFor frameBytes: Int, level: Int32) {
+        // Failing to allocate a zstd context is running out of memory: not recoverable here.
+        guard let context = ZSTD_createCCtx() else { fatalError("zstd: cannot allocate a context") }
+        self.context = context
+        // calloc'd zeros are read from the shared zero page: nothing is faulted in for them.
+        let bound = ZSTD_compressBound(frameBytes)
+        guard let zeros = calloc(1, frameBytes), let scratch = malloc(bound) else { fatalError("zstd: out of memory") }
+        _ = ZSTD_compressCCtx(context, scratch, bound, zeros, frameBytes, level)
+        free(scratch)
+        free(zeros)
+    }
+
+    deinit { ZSTD_freeCCtx(context) }
 }

@@ -143,8 +143,12 @@ public struct ImageUUID: Hashable, Sendable, CustomStringConvertible {
 
     /// A new random (version 4) UUID.
     public static func random() -> ImageUUID {
+        // Two draws of 64 bits: two getrandom(2) calls rather than sixteen.
         var g = SystemRandomNumberGenerator()
-        return deterministic(using: &g)
+        var b = withUnsafeBytes(of: (g.next(), g.next())) { Array($0) }
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        return ImageUUID(bytes: b)
     }
 
     /// A version-4 UUID drawn from `generator` (fixtures use a seeded one).

@@ -7,10 +7,11 @@ import SwiftProtobuf
 /// input — with no seeks (§2). Every block is checked before it is handed
 /// out; damage of any kind is thrown, never passed on.
 ///
-/// A writer puts the structured sections first, then the page frames, then
-/// the memory-map and page-map sections, then the index (§2). A consumer that
-/// places pages must therefore hold (or spool) the frames until the page map
-/// arrives; frames are numbered by ordinal so that is a plain append.
+/// Sections and frames come in any order (§2.4) — `ccpm` writes the frames
+/// before the other sections — and the memory-map and page-map sections come
+/// after the frames, then the index. A consumer that places pages must
+/// therefore hold (or spool) the frames until the page map arrives; frames are
+/// numbered by ordinal so that is a plain append.
 public final class ImageStreamReader {
     public let header: ImageHeaderInfo
     private var scanner: BlockScanner

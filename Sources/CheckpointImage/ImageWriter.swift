@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -54,10 +53,11 @@ public struct ImageWriteSummary: Sendable {
 /// Writes an image front to back with no seeks (§2), to a file (atomically)
 /// or a pipe.
 ///
-/// Order of calls: ``addSection(_:_:)`` for each structured section, then for
+/// Order of calls: ``addSection(_:_:)`` for structured sections, then for
 /// each VMA in address order ``beginVma(_:)`` followed by page calls that
-/// cover it exactly, then ``finish()``. Memory map and page map sections, the
-/// index and the footer are written by `finish`.
+/// cover it exactly, then optionally ``endPages()`` and more sections, then
+/// ``finish()`` (§2.4: any order of sections and frames is valid). Memory map
+/// and page map sections, the index and the footer are written by `finish`.
 public final class ImageWriter {
     private var output: ImageOutput
     private let options: ImageWriterOptions
@@ -83,6 +83,7 @@ public final class ImageWriter {
     private var currentPagesLeft: UInt64 = 0
     private var currentAddress: UInt64 = 0
     private var inVma = false
+    private var pagesEnded = false
 
     /// Frame buffers, reused: the slot being filled holds `frameFill` bytes of pages so far.
     private let pool: FramePool
@@ -95,6 +96,21 @@ public final class ImageWriter {
     private var storedFrameBytes: UInt64 = 0
     private let zeroPage: [UInt8]
     private var finished = false
+
+    /// While true, frames are compressed at idle priority (SCHED_IDLE): any other
+    /// runnable thread takes the core first. A capture sets it while the process is
+    /// frozen, so that compressing the pages already read never delays the threads
+    /// that read the rest of the state, the target's own included; a wakeup would
+    /// otherwise wait for a compressing thread to be preempted. (Only where the
+    /// thread may leave SCHED_IDLE again: for root, or with RLIMIT_NICE ≥ 20.)
+    public var compressionYields: Bool {
+        get { compressionYieldsValue }
+        set {
+            compressionYieldsValue = newValue
+            pool.setYields(newValue)
+        }
+    }
+    private var compressionYieldsValue = false
 
     /// Lets fixture tools replace a frame's compressed bytes (to build damaged images).
     @_spi(Fixtures) public var frameOverride: ((_ frameNumber: Int, _ compressed: [UInt8]) -> [UInt8])?
@@ -116,7 +132,8 @@ public final class ImageWriter {
         // `compressionBatch` frames, and 16 MiB of pages, so that an increment of a few MiB
         // is read (and its process thawed) without waiting for compression.
         let frameBytes = Int(options.pageSize) * Int(options.pagesPerFrame)
-        self.pool = FramePool(slots: max(1, options.compressionBatch, (16 << 20) / frameBytes) + 1, frameBytes: frameBytes)
+        self.pool = FramePool(slots: max(1, options.compressionBatch, (16 << 20) / frameBytes) + 1, frameBytes: frameBytes,
+                              level: options.compressionLevel)
         if let parent { precondition(parent.pageSize == pageSize, "parent page size differs") }
 
         var body = Ccimg_V1_ImageHeader()
@@ -158,7 +175,7 @@ public final class ImageWriter {
     /// Writes a section with the given kind and payload bytes; payloads over
     /// 4 KiB are zstd-compressed when that makes them smaller (§5.1).
     public func addRawSection(kind: UInt32, version: UInt16, critical: Bool, payload: [UInt8]) throws(ImageError) {
-        precondition(!finished && !inVma, "sections come before memory")
+        precondition(!finished && !inVma, "sections come before the pages, or after endPages()")
         var flags: BlockFlags = critical ? [.critical] : []
         var stored = payload
         if payload.count > 4096 {
@@ -181,7 +198,7 @@ public final class ImageWriter {
 
     /// Starts the pages of `vma`; VMAs must come in ascending, non-overlapping order.
     public func beginVma(_ vma: Ccimg_V1_Vma) throws(ImageError) {
-        precondition(!finished)
+        precondition(!finished && !pagesEnded, "VMAs come before endPages()")
         precondition(!inVma || currentPagesLeft == 0, "previous VMA is missing \(currentPagesLeft) pages")
         closeVma()
         precondition(vma.start % UInt64(pageSize) == 0 && vma.end % UInt64(pageSize) == 0 && vma.end > vma.start,
@@ -192,6 +209,17 @@ public final class ImageWriter {
         currentPagesLeft = (vma.end - vma.start) / UInt64(pageSize)
         currentAddress = vma.start
         inVma = true
+    }
+
+    /// Ends the pages: closes the last VMA and hands its partly filled frame to
+    /// compression now rather than in ``finish()``, so that it is compressed while
+    /// the caller does other work. Sections may follow (§2 allows any order); VMAs
+    /// may not.
+    public func endPages() throws(ImageError) {
+        precondition(!finished && (!inVma || currentPagesLeft == 0), "last VMA is missing \(currentPagesLeft) pages")
+        closeVma()
+        pagesEnded = true
+        try sealFrame()
     }
 
     /// Records the next `count` pages of the current VMA as never populated.
@@ -330,14 +358,8 @@ public final class ImageWriter {
         let sequence = framesSubmitted
         framesSubmitted += 1
         frameFill = 0
-        let level = options.compressionLevel
-        let pool = self.pool
         let pages = UInt32(length / pageSize)
-        DispatchQueue.global().async {
-            let input = UnsafeRawBufferPointer(rebasing: pool.raw(slot).prefix(length))
-            let compressed = pool.onCore { Zstd.compress(input, into: pool.output(slot), level: level) }
-            pool.complete(sequence, FramePool.Compressed(slot: slot, length: compressed, first: first, count: pages))
-        }
+        pool.submit(sequence: sequence, slot: slot, length: length, first: first, count: pages)
         try writeCompletedFrames()
         // Every slot busy: the oldest frame is written as soon as it is compressed, which frees its slot.
         while true {
@@ -489,9 +511,10 @@ public final class ImageWriter {
     }
 }
 
-/// The writer's frame buffers (§6.1): a fixed set of slots, each with room for
-/// one frame's pages and its compressed form. A slot is filled by the writer,
-/// compressed on a background thread, then written in order and given back.
+/// The writer's frame buffers (§6.1) and the threads that compress them: a fixed
+/// set of slots, each with room for one frame's pages and its compressed form. A
+/// slot is filled by the writer, compressed by a worker, then written in order and
+/// given back.
 final class FramePool: @unchecked Sendable {
     /// A compressed frame waiting to be written: `length` bytes in its slot's output.
     struct Compressed {
@@ -501,41 +524,126 @@ final class FramePool: @unchecked Sendable {
         var count: UInt32
     }
 
+    /// A filled slot waiting for a worker: frame `sequence`, `length` bytes of pages.
+    private struct Job {
+        var sequence: Int
+        var slot: Int
+        var length: Int
+        var first: UInt64
+        var count: UInt32
+    }
+
     let frameBytes: Int
     private let outputBytes: Int
+    private let level: Int32
     /// Pages of every slot, then compressed frames of every slot: two regions, so that
     /// the huge pages touched hold only bytes in use.
     private let pages: PageBuffer
     private let outputs: PageBuffer
     private let condition = Condition()
     private var free: [Int]
+    private var jobs: [Job] = []
     private var done: [Int: Compressed] = [:]
-    /// One permit per core. The writer's thread holds one from the pool's creation (it
-    /// reads pages, and during a capture the process is frozen meanwhile) and lends it
-    /// while it waits; each compression takes one. So compression never crowds out the
-    /// thread a frozen process waits on, and uses every core once that thread waits.
-    private let cores = DispatchSemaphore(value: Host.onlineProcessors)
-    private var writerHoldsCore = true
+    private var stopping = false
+    /// One worker per core, each with its own zstd context, started with the pool.
+    private var workers: [JoinableThread] = []
+    private let cores = Host.onlineProcessors
+    /// Compressions running, and whether the writer's thread waits for one.
+    private var running = 0
+    private var writerWaiting = false
+    /// Whether compression runs at idle priority (SCHED_IDLE) for now; see ``ImageWriter/compressionYields``.
+    private var yields = false
+    /// How many compressions may run at once (the caller holds the lock): one per core,
+    /// less the writer's own until it waits — it reads pages, and during a capture the
+    /// process is frozen meanwhile. So compression never crowds out the thread a frozen
+    /// process waits on, and uses every core once that thread waits. (Even at idle
+    /// priority, compressing on every core slowed the injected calls threefold: each of
+    /// their many wakeups then has to preempt a compression, by an interrupt between
+    /// cores, costly in a VM.)
+    private var compressionLimit: Int {
+        cores - (writerWaiting ? 0 : 1)
+    }
+    /// SCHED_IDLE is used only where a thread may leave it again: for root, or with
+    /// RLIMIT_NICE ≥ 20 (sched(7): an unprivileged thread cannot leave SCHED_IDLE otherwise).
+    private static let schedIdle: Int32 = 5    // SCHED_IDLE, <linux/sched.h>; glibc defines it only for _GNU_SOURCE
+    private static let mayLeaveIdle: Bool = {
+        var limit = rlimit()
+        return geteuid() == 0 || (getrlimit(__rlimit_resource_t(__RLIMIT_NICE.rawValue), &limit) == 0 && limit.rlim_cur >= 20)
+    }()
 
-    init(slots: Int, frameBytes: Int) {
+    init(slots: Int, frameBytes: Int, level: Int32) {
         self.frameBytes = frameBytes
+        self.level = level
         outputBytes = (Zstd.compressBound(frameBytes) + 4095) / 4096 * 4096
         pages = PageBuffer(bytes: slots * frameBytes)
         outputs = PageBuffer(bytes: slots * outputBytes)
         free = Array((0..<slots).reversed())
-        cores.wait()
+        // The workers start now, so that their threads exist, their contexts are sized
+        // and the first slots are faulted in (about 0.3 ms per 2 MiB huge page here)
+        // before the first frame: in a capture, while the process is being seized
+        // rather than inside its freeze.
+        let unowned = Unmanaged.passUnretained(self)
+        for worker in 0..<cores {
+            workers.append(JoinableThread { unowned.takeUnretainedValue().work(prefault: worker == 0) })
+        }
     }
 
     deinit {
-        // Permits must be back before a semaphore is destroyed.
-        if writerHoldsCore { cores.signal() }
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+        workers.removeAll()    // joins them
     }
 
-    /// Runs `body` (a compression) holding a core's permit.
-    func onCore<R>(_ body: () -> R) -> R {
-        cores.wait()
-        defer { cores.signal() }
-        return body()
+    /// A worker: compresses jobs in order of submission until the pool ends.
+    private func work(prefault: Bool) {
+        if prefault {
+            pages.slice(0..<min(pages.count, PageBuffer.hugePage)).populate()
+            outputs.slice(0..<min(outputs.count, PageBuffer.hugePage)).populate()
+        }
+        let compressor = ZstdCompressor(warmFor: frameBytes, level: level)
+        var idle = false
+        while true {
+            condition.lock()
+            while !stopping && (jobs.isEmpty || running >= compressionLimit) { condition.wait() }
+            if stopping {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            running += 1
+            let yieldNow = yields && FramePool.mayLeaveIdle
+            condition.unlock()
+            if yieldNow != idle {
+                var parameters = sched_param()
+                if sched_setscheduler(0, yieldNow ? FramePool.schedIdle : SCHED_OTHER, &parameters) == 0 { idle = yieldNow }
+            }
+            let input = UnsafeRawBufferPointer(rebasing: raw(job.slot).prefix(job.length))
+            let length = Zstd.compress(input, into: output(job.slot), level: level, context: compressor)
+            condition.lock()
+            running -= 1
+            done[job.sequence] = Compressed(slot: job.slot, length: length, first: job.first, count: job.count)
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// Sets whether compression runs at idle priority from the next frame on.
+    func setYields(_ value: Bool) {
+        condition.lock()
+        yields = value
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Queues slot `slot`, holding frame `sequence` (`length` bytes of `count` pages from
+    /// ordinal `first`), for compression.
+    func submit(sequence: Int, slot: Int, length: Int, first: UInt64, count: UInt32) {
+        condition.lock()
+        jobs.append(Job(sequence: sequence, slot: slot, length: length, first: first, count: count))
+        condition.broadcast()
+        condition.unlock()
     }
 
     /// Where slot `slot`'s pages go.
@@ -561,14 +669,6 @@ final class FramePool: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Called by a compression thread when frame `sequence` is compressed.
-    func complete(_ sequence: Int, _ frame: Compressed) {
-        condition.lock()
-        done[sequence] = frame
-        condition.broadcast()
-        condition.unlock()
-    }
-
     /// Frame `sequence`, if its compression has finished.
     func take(_ sequence: Int) -> Compressed? {
         condition.lock()
@@ -579,21 +679,13 @@ final class FramePool: @unchecked Sendable {
     /// Frame `sequence`, once its compression has finished; the writer's core is lent to
     /// compression meanwhile.
     func waitLendingCore(for sequence: Int) -> Compressed {
-        if let ready = take(sequence) { return ready }
-        writerHoldsCore = false
-        cores.signal()
-        defer {
-            cores.wait()
-            writerHoldsCore = true
-        }
-        return wait(for: sequence)
-    }
-
-    /// Frame `sequence`, once its compression has finished.
-    private func wait(for sequence: Int) -> Compressed {
         condition.lock()
         defer { condition.unlock() }
+        if let ready = done.removeValue(forKey: sequence) { return ready }
+        writerWaiting = true
+        condition.broadcast()
         while done[sequence] == nil { condition.wait() }
+        writerWaiting = false
         return done.removeValue(forKey: sequence)!
     }
 }

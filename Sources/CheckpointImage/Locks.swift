@@ -49,3 +49,27 @@ package final class Condition: @unchecked Sendable {
     package func wait() { pthread_cond_wait(condition, mutex) }
     package func broadcast() { pthread_cond_broadcast(condition) }
 }
+
+/// A thread of our own (pthread_create), joined when released: for work that
+/// must start at once on every core, which libdispatch's pool does not promise.
+/// (A class rather than a ~Copyable struct so that a pool can keep an array of them.)
+package final class JoinableThread {
+    private let thread: pthread_t
+
+    /// Starts `body` on a new thread. Failing to create one is running out of resources: it traps.
+    package init(_ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { argument in
+            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        precondition(result == 0, "pthread_create failed: \(result)")
+        self.thread = thread
+    }
+
+    /// Waits for the thread to end (pthread_join).
+    deinit { pthread_join(thread, nil) }
+}

@@ -14,7 +14,8 @@ import Musl
 /// process run, so every buffer is touched for the first time; those faults
 /// were most of a small or incremental capture's memory phase.
 package struct PageBuffer: ~Copyable, @unchecked Sendable {
-    private static let hugePage = 2 << 20
+    /// The transparent huge page size on x86-64.
+    package static let hugePage = 2 << 20
     private let mapping: UnsafeMutableRawPointer
     private let mappingLength: Int
     /// The usable bytes: `count` of them from `base`, 2 MiB aligned.
@@ -44,5 +45,15 @@ package struct PageBuffer: ~Copyable, @unchecked Sendable {
     package func slice(_ range: Range<Int>) -> UnsafeMutableRawBufferPointer {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "slice beyond the buffer")
         return UnsafeMutableRawBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    /// Faults the pages in for writing without changing their bytes
+    /// (madvise MADV_POPULATE_WRITE, Linux 5.14). Advice only: on an older
+    /// kernel the pages are faulted in when first written, as before.
+    func populate() {
+        guard let base = baseAddress, count > 0 else { return }
+        _ = madvise(base, count, MADV_POPULATE_WRITE)
     }
 }

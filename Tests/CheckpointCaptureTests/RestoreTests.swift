@@ -118,6 +118,27 @@ struct RestoreTests {
         try restoreAndCompare("\(dir)/p.ccimg", workload, undisturbed)
     }
 
+    /// A process that does nothing but write is caught at one instant: its memory, registers
+    /// and file offset agree, so the restored run neither repeats a line nor skips one. (A
+    /// thread let run for a moment while ccpm injects its calls, after its memory was read,
+    /// shows here as a repeated line.)
+    @Test("a process writing without pause: after restore its output neither repeats nor skips a line")
+    func writerCaughtAtOneInstant() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = "print('READY', flush=True)\nfor i in range(1, 300001): print(i, flush=True)\nprint('DONE', flush=True)\n"
+        try script.write(toFile: "\(dir)/lines.py", atomically: true, encoding: .utf8)
+        let expected = (1...300_000).map(String.init) + ["DONE"]
+        for round in 1...3 {
+            let workload = try Workload("/usr/bin/python3", ["\(dir)/lines.py"], output: "\(dir)/out-\(round).txt")
+            try #require(workload.waitFor("\n2000\n"))
+            try checkpoint(workload.pid, "\(dir)/w.ccimg")
+            try workload.reap()
+            try restoreAndCompare("\(dir)/w.ccimg", workload, expected)
+        }
+    }
+
     @Test("a chain of three incremental images restores from the last; its flattened form too, and twice in separate PID namespaces")
     func chainFlattenedAndNamespaces() throws {
         let dir = try CaptureSupport.temporaryDirectory()

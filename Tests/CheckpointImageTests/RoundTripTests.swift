@@ -96,11 +96,20 @@ import ImageFixtures
         options.pagesPerFrame = state.pagesPerFrame
         options.pageSize = UInt32(state.memory.pageSize)
         let writer = try ImageWriter(output: try ImageOutput(path: path), options: options)
-        try writer.addSection(.process, state.process)
-        try writer.addSection(.threads, state.threads)
-        try writer.addSection(.handles, state.handles)
-        try writer.addSection(.metadata, state.metadata)
+        // Every third image has its sections after the pages, as ccpm writes them (§2.4).
+        let sectionsLast = seed % 3 == 0
+        func addSections() throws {
+            try writer.addSection(.process, state.process)
+            try writer.addSection(.threads, state.threads)
+            try writer.addSection(.handles, state.handles)
+            try writer.addSection(.metadata, state.metadata)
+        }
+        if !sectionsLast { try addSections() }
         try state.memory.write(to: writer, zeroViaAppendZero: seed % 2 == 0)
+        if sectionsLast {
+            try writer.endPages()
+            try addSections()
+        }
         let summary = try writer.finish()
 
         let model = state.memory
@@ -203,6 +212,28 @@ import ImageFixtures
         #expect(report.pagesHashed == UInt64(distinct.count))
         #expect(report.frames == reader.index.frameOffsets.count)
         #expect(layout(of: try readBytes(path)) != nil)
+
+        // Front to back, the stream reader finds every section and frame, wherever the
+        // writer put them (after endPages, sections and the frames still being
+        // compressed interleave).
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(fd) }
+        let stream = try ImageStreamReader(fd: fd)
+        var kinds: [UInt32] = []
+        var frames = 0
+        var processFromStream: Ccimg_V1_ProcessInfo?
+        loop: while true {
+            switch try stream.next() {
+            case .section(let kind, _, let payload):
+                kinds.append(kind)
+                if kind == SectionKind.process.rawValue { processFromStream = try Ccimg_V1_ProcessInfo(serializedBytes: payload) }
+            case .frame: frames += 1
+            case .end: break loop
+            }
+        }
+        #expect(processFromStream == state.process)
+        #expect(Set(kinds) == Set([SectionKind.process, .threads, .handles, .metadata, .memoryMap, .pageMap].map(\.rawValue)))
+        #expect(frames == reader.index.frameOffsets.count)
     }
 
     @Test func writingWithoutDedupStoresEveryNonZeroPage() throws {
