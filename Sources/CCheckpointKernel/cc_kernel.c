@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -105,6 +106,15 @@ long cc_process_vm_write(int pid, const void *local, size_t len, uint64_t remote
 long cc_pidfd_open(int pid) { CC_RET(syscall(SYS_pidfd_open, pid, 0)); }
 
 long cc_pidfd_getfd(int pidfd, int targetfd) { CC_RET(syscall(SYS_pidfd_getfd, pidfd, targetfd, 0)); }
+
+long cc_signalfd_blocking(int first, int second) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, first);
+    sigaddset(&set, second);
+    if (sigprocmask(SIG_BLOCK, &set, 0) != 0) return -errno;
+    CC_RET(signalfd(-1, &set, SFD_CLOEXEC));
+}
 
 long cc_get_robust_list(int tid, uint64_t *head, uint64_t *len) {
     void *h = 0; size_t l = 0;

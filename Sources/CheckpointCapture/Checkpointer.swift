@@ -17,6 +17,9 @@ public struct CheckpointOptions: Sendable {
     public var leaveRunning = false
     /// Write an incremental image against this parent (§8).
     public var parentPath: String?
+    /// Or against this chain, already open and trusted: images this process wrote
+    /// in a ``TrackingSession``, not verified again. Takes precedence over `parentPath`.
+    public var openParent: ImageChain?
     /// Start kernel dirty-page tracking (userfaultfd write-protect, async) so a
     /// later `--parent` checkpoint reads only written pages. Implies leaveRunning.
     public var track = false
@@ -91,8 +94,8 @@ public enum Checkpointer {
         // Everything that can fail without touching the process comes first.
         // This process's tracking note (from an earlier --track), read once.
         let savedNote = DirtyTracking.Note.load(pid: pid)
-        var parent: ImageChain? = nil
-        if let parentPath = options.parentPath {
+        var parent: ImageChain? = options.openParent
+        if parent == nil, let parentPath = options.parentPath {
             do throws(ImageError) {
                 // The tracking note, if any, says where this process's earlier images are.
                 let hints = savedNote.map { Dictionary(uniqueKeysWithValues: $0.paths.compactMap { uuid, path in
@@ -158,6 +161,13 @@ public enum Checkpointer {
             var untracked: [(UInt64, UInt64)] = []
             let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
             defer { if pagemap >= 0 { close(pagemap) } }
+            if var spent = note {
+                // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
+                // capture to fail after it, an increment on the parent would miss those pages. So
+                // the note stops vouching for the parent first; it names the new image on success.
+                spent.imageUUID = ""
+                try spent.save(pid: pid, pruning: false)
+            }
             let written: ((MemoryCapture.Region) throws -> [Range<UInt64>]?)? = note == nil ? nil : { region in
                 guard DirtyTracking.isTrackable(region) else { return nil }
                 let pages = try DirtyTracking.writtenPages(pagemap: pagemap, start: region.vma.start, end: region.vma.end)

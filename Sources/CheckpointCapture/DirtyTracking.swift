@@ -60,10 +60,11 @@ enum DirtyTracking {
         }
 
         static func load(pid: Int32) -> Note? {
-            guard let path = path(pid: pid), let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+            guard let path = path(pid: pid), let text = try? ProcFS.read(path) else { return nil }
             var values: [String: String] = [:]
             for line in text.split(separator: "\n") {
-                let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+                // "image " with nothing after it: a note that vouches for no image (yet).
+                let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 if parts.count == 2 { values[parts[0]] = parts[1] }
             }
             guard let fd = Int32(values["uffd-fd"] ?? ""), let inode = UInt64(values["uffd-inode"] ?? ""), let uuid = values["image"] else { return nil }
@@ -79,14 +80,34 @@ enum DirtyTracking {
             return Note(uffdDescriptor: fd, uffdInode: inode, imageUUID: uuid, verified: verified, paths: paths)
         }
 
-        func save(pid: Int32) throws {
+        /// Writes the note (atomically: a new file renamed over the old); with `pruning`,
+        /// notes of processes that are gone are removed first.
+        func save(pid: Int32, pruning: Bool = true) throws {
             guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
-            Note.pruneStale()
+            if pruning { Note.pruneStale() }
             let chain = verified.sorted { $0.key < $1.key }.map { uuid, identity in
                 "verified \(uuid) \(identity)" + (paths[uuid].map { " " + $0 } ?? "") + "\n"
             }.joined()
-            try ("uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n" + chain)
-                .write(toFile: path, atomically: true, encoding: .utf8)
+            let text = "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n" + chain
+            // A new file renamed over the old: a reader, or a later ccpm after this one was
+            // killed, sees one note or the other, never half of one. Not fsync'd: a note
+            // speaks of a live process, which a machine crash ends too.
+            let temporary = "\(path).tmp-\(getpid())"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SystemCallError("open(\(temporary))", errno: errno) }
+            let bytes = Array(text.utf8)
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            let writeErrno = errno
+            close(fd)
+            guard written == bytes.count else {
+                unlink(temporary)
+                throw SystemCallError("write(\(temporary))", errno: written < 0 ? writeErrno : EIO)
+            }
+            guard rename(temporary, path) == 0 else {
+                let e = errno
+                unlink(temporary)
+                throw SystemCallError("rename(\(temporary))", errno: e)
+            }
         }
 
         /// Removes notes of processes that are gone (their pid is free or reused).

@@ -131,9 +131,9 @@ struct MemoryCapture {
 
         let chunkPages = 4096   // 16 MiB of pages per read
         // Pages are read straight into the writer's frames; only the batched reads of tracked
-        // regions go through a buffer, as large as the largest region needs (at most 16 MiB).
-        let largest = regions.filter { !$0.skip }.map { $0.vma.end - $0.vma.start }.max() ?? 0
+        // regions go through a buffer.
         var buffer: PageBuffer? = nil
+        var bufferBytes = 0
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -150,7 +150,13 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    if buffer == nil { buffer = PageBuffer(bytes: Int(max(pageSize, min(UInt64(chunkPages) * pageSize, largest)))) }
+                    // A buffer for this many written pages (at most 16 MiB), grown when a region needs more:
+                    // an increment's few written pages should not cost a fresh 16 MiB mapping.
+                    let want = Int(min(UInt64(chunkPages), UInt64(max(1, mask.lazy.filter { $0 }.count))) * pageSize)
+                    if bufferBytes < want {
+                        buffer = PageBuffer(bytes: want)
+                        bufferBytes = want
+                    }
                     try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer!, total: &total)
                     continue
                 }

@@ -24,6 +24,10 @@ public struct ImageWriterOptions: Sendable {
     public var compressionBatch = max(2, Host.onlineProcessors * 4)
     /// §6.4 Store identical pages once.
     public var deduplicate = true
+    /// Frame buffers and compression threads to use instead of new ones, when they fit
+    /// this image's frame size and level (``ImageWriter/framePool(for:)``): a resident
+    /// capture reuses them from image to image, buffers faulted in and threads warm.
+    public var framePool: FramePool?
     /// Writes this parent link instead of the real one (fixtures build broken chains with it).
     @_spi(Fixtures) public var parentLinkOverride: Ccimg_V1_ParentLink?
 
@@ -128,12 +132,14 @@ public final class ImageWriter {
         self.parent = parent
         self.pageSize = Int(options.pageSize)
         self.zeroPage = [UInt8](repeating: 0, count: Int(options.pageSize))
-        // One slot is filled while the others are compressed or wait to be written: at least
-        // `compressionBatch` frames, and 16 MiB of pages, so that an increment of a few MiB
-        // is read (and its process thawed) without waiting for compression.
         let frameBytes = Int(options.pageSize) * Int(options.pagesPerFrame)
-        self.pool = FramePool(slots: max(1, options.compressionBatch, (16 << 20) / frameBytes) + 1, frameBytes: frameBytes,
-                              level: options.compressionLevel)
+        if let given = options.framePool, given.frameBytes == frameBytes, given.level == options.compressionLevel {
+            given.adopt()
+            self.pool = given
+        } else {
+            self.pool = ImageWriter.framePool(for: options)
+            pool.adopt()
+        }
         if let parent { precondition(parent.pageSize == pageSize, "parent page size differs") }
 
         var body = Ccimg_V1_ImageHeader()
@@ -159,6 +165,19 @@ public final class ImageWriter {
         let header = try ImageHeaderInfo(features: features, body: body).encode()
         try emit(header)
         fillingSlot = pool.takeFree()!
+    }
+
+    /// Every slot goes back to the pool, whatever state this writer left it in.
+    deinit { pool.reclaim() }
+
+    /// Frame buffers and compression threads for images written with `options`: one
+    /// slot is filled while the others are compressed or wait to be written — at least
+    /// `compressionBatch` frames, and 16 MiB of pages, so that an increment of a few MiB
+    /// is read (and its process thawed) without waiting for compression.
+    public static func framePool(for options: ImageWriterOptions) -> FramePool {
+        let frameBytes = Int(options.pageSize) * Int(options.pagesPerFrame)
+        return FramePool(slots: max(1, options.compressionBatch, (16 << 20) / frameBytes) + 1, frameBytes: frameBytes,
+                         level: options.compressionLevel)
     }
 
     // MARK: Sections
@@ -515,7 +534,7 @@ public final class ImageWriter {
 /// set of slots, each with room for one frame's pages and its compressed form. A
 /// slot is filled by the writer, compressed by a worker, then written in order and
 /// given back.
-final class FramePool: @unchecked Sendable {
+public final class FramePool: @unchecked Sendable {
     /// A compressed frame waiting to be written: `length` bytes in its slot's output.
     struct Compressed {
         var slot: Int
@@ -534,8 +553,11 @@ final class FramePool: @unchecked Sendable {
     }
 
     let frameBytes: Int
+    let level: Int32
+    private let slots: Int
     private let outputBytes: Int
-    private let level: Int32
+    /// Whether a writer uses the pool now (one at a time).
+    private var inUse = false
     /// Pages of every slot, then compressed frames of every slot: two regions, so that
     /// the huge pages touched hold only bytes in use.
     private let pages: PageBuffer
@@ -574,6 +596,7 @@ final class FramePool: @unchecked Sendable {
     init(slots: Int, frameBytes: Int, level: Int32) {
         self.frameBytes = frameBytes
         self.level = level
+        self.slots = slots
         outputBytes = (Zstd.compressBound(frameBytes) + 4095) / 4096 * 4096
         pages = PageBuffer(bytes: slots * frameBytes)
         outputs = PageBuffer(bytes: slots * outputBytes)
@@ -594,6 +617,28 @@ final class FramePool: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         workers.removeAll()    // joins them
+    }
+
+    /// A writer starts using the pool.
+    func adopt() {
+        condition.lock()
+        defer { condition.unlock() }
+        precondition(!inUse, "a frame pool serves one writer at a time")
+        inUse = true
+    }
+
+    /// A writer is done with the pool: frames it left queued are dropped, the ones being
+    /// compressed are waited for, and every slot is free again.
+    func reclaim() {
+        condition.lock()
+        defer { condition.unlock() }
+        jobs.removeAll()
+        while running > 0 { condition.wait() }
+        done.removeAll()
+        free = Array((0..<slots).reversed())
+        yields = false
+        writerWaiting = false
+        inUse = false
     }
 
     /// A worker: compresses jobs in order of submission until the pool ends.

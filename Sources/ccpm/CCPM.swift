@@ -11,7 +11,7 @@ struct CCPM: ParsableCommand {
         commandName: "ccpm",
         abstract: "Checkpoint running Linux processes into ccimg images, and restore them.",
         discussion: """
-        Exit status of 'checkpoint': 0 the image is written; 3 no such process; 4 not permitted;
+        Exit status of 'checkpoint' (and 'track'): 0 the image is written; 3 no such process; 4 not permitted;
         5 the image cannot be written; 6 the parent image is missing or damaged; 7 the kernel refused;
         8 unsupported process state. On every failure the process is left running as it was.
 
@@ -21,7 +21,7 @@ struct CCPM: ParsableCommand {
         4 not permitted, 7 the kernel refused, 8 something this version cannot restore.
         """,
         version: CheckpointImageVersion.current,
-        subcommands: [Checkpoint.self, Restore.self]
+        subcommands: [Checkpoint.self, Track.self, Restore.self]
     )
 }
 
@@ -56,6 +56,60 @@ struct Checkpoint: ParsableCommand {
             for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
             StandardStream.error.write((Summary.line(summary, output: output) + "\n"))
         } catch let error as CaptureError {
+            ProgressBar.clear()
+            StandardStream.error.write("ccpm: error: \(error)\n")
+            throw ExitCode(error.code.exitStatus)
+        }
+    }
+}
+
+struct Track: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "track",
+        abstract: "Stay resident and write a tracked image of a running process, then increments on it.",
+        discussion: """
+        The first image (DIR/image-0000.ccimg) is full and starts kernel dirty-page tracking; each
+        later one (image-0001.ccimg, ...) is an increment on the one before, read from the pages
+        written since. The chain stays open in ccpm, so an increment costs only its own work. An
+        image is taken every --every seconds, and with --on-input each time a line arrives on
+        standard input (lines that arrive during a capture ask for one more image, not one each).
+        The session ends after --count images, at the end of input, on SIGINT or SIGTERM, or when
+        the process exits; the process runs on, tracked, and 'checkpoint --parent' can go on from
+        the last image. A failed capture ends the session with its exit status.
+        """)
+
+    @Argument(help: "The process to track.") var pid: Int32
+    @Option(name: .shortAndLong, help: ArgumentHelp("Directory for the images; created if missing, it must hold no images yet.", valueName: "DIR"))
+    var output: String
+    @Option(help: ArgumentHelp("Take an image every this many seconds.", valueName: "SECONDS")) var every: Double?
+    @Flag(help: "Take an image each time a line arrives on standard input.") var onInput = false
+    @Option(help: "End after this many images, the full one included.") var count: Int?
+
+    func validate() throws {
+        guard every != nil || onInput else { throw ValidationError("give --every SECONDS, --on-input, or both") }
+        if let every, !(every > 0) { throw ValidationError("--every must be more than 0 seconds") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() throws {
+        do {
+            // Made first: SIGINT and SIGTERM are blocked from here on, for every thread.
+            let triggers = try SessionTriggers(every: every, onInput: onInput)
+            let session = try TrackingSession(pid: pid, directory: output)
+            let progress: (@Sendable (UInt64, UInt64) -> Void)? = isatty(2) != 0 ? ProgressBar.show : nil
+            while true {
+                let summary = try session.takeImage(progress: progress)
+                ProgressBar.clear()
+                for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
+                StandardStream.error.write(Summary.line(summary, output: session.path(ofImage: session.imagesWritten - 1)) + "\n")
+                if let count, session.imagesWritten >= count { return }
+                guard triggers.wait() == .due else { return }
+                guard session.processIsAlive else {
+                    StandardStream.error.write("ccpm: pid \(pid) has exited; the session ends with \(session.imagesWritten) images\n")
+                    return
+                }
+            }
+        } catch {
             ProgressBar.clear()
             StandardStream.error.write("ccpm: error: \(error)\n")
             throw ExitCode(error.code.exitStatus)

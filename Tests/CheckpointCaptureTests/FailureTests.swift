@@ -110,6 +110,38 @@ struct FailureTests {
         #expect(strip(target.output) == strip(reference.output))
     }
 
+    /// An increment that dies after it read the written pages (which re-arms the kernel's
+    /// tracking) must not make the next increment on the same parent miss them: the
+    /// tracking note stops vouching for the parent before the pages are read.
+    @Test func incrementKilledAfterReadingWrittenPages() throws {
+        let dir = try CaptureSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let target = try CaptureSupport.Target(try CaptureSupport.program("dirty"), ["64"], in: dir)
+        let full = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", "\(dir)/full.ccimg", "--track"])
+        try #require(full.status == 0, "\(full.stderr)")
+        kill(target.pid, SIGUSR1)
+        try #require(target.waitFor("TOUCHED 1"))
+        // Killed at its first injected call, which now comes after the pages are read.
+        let p = try CaptureSupport.spawn("/usr/bin/env", ["CCPM_FAULT=stop-parked:1", ccpm, "checkpoint", "\(target.pid)", "-o", "\(dir)/lost.ccimg",
+                                                           "--parent", "\(dir)/full.ccimg", "--track"], stdout: nil, stderr: nil)
+        #expect(CaptureSupport.waitUntil(seconds: 10) {
+            ((try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? "").split(separator: ")").last?.dropFirst().first == "T"
+        })
+        kill(p, SIGKILL)
+        _ = try CaptureSupport.wait(p)
+        expectUnharmed(target, "\(dir)/lost.ccimg")
+        let next = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", "\(dir)/inc.ccimg", "--parent", "\(dir)/full.ccimg", "--track"])
+        try #require(next.status == 0, "ccpm: \(next.stderr)")
+        #expect(next.stderr.contains("tracking hash-compare"), "\(next.stderr)")
+        let diff = try ImageDiff.compare(try ImageChain.open(path: "\(dir)/full.ccimg"), try ImageChain.open(path: "\(dir)/inc.ccimg"))
+        guard case .array(let pages)? = diff.report["memory"]?["pages"] else {
+            Issue.record("no memory diff")
+            return
+        }
+        let changed = pages.compactMap { entry -> Int64? in if case .int(let n)? = entry["changedPages"] { n } else { nil } }.reduce(0, +)
+        #expect(changed >= 16384 / 100, "the pages written before the lost increment are in the next: \(changed)")
+    }
+
     @Test func killNineOfCcpmMidCapture() throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

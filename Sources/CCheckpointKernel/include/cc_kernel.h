@@ -75,6 +75,9 @@ long cc_process_vm_write(int pid, const void *local, size_t len, uint64_t remote
 long cc_pidfd_open(int pid);
 long cc_pidfd_getfd(int pidfd, int targetfd);
 long cc_get_robust_list(int tid, uint64_t *head, uint64_t *len);
+/// Blocks signals `first` and `second` in the calling thread (threads it creates
+/// later inherit that) and returns a signalfd(2) that reads them, or -errno.
+long cc_signalfd_blocking(int first, int second);
 long cc_prlimit_get(int pid, int resource, uint64_t *soft, uint64_t *hard);
 long cc_tgkill(int tgid, int tid, int sig);
 long cc_prlimit_set(int pid, int resource, uint64_t soft, uint64_t hard);
