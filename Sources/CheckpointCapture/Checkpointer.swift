@@ -263,7 +263,8 @@ public enum Checkpointer {
                         return (uuid, String(cString: resolved))
                     }
                 })
-                try newNote.save(pid: pid)
+                // Notes of processes that are gone are swept when a tracker starts, not at every increment.
+                try newNote.save(pid: pid, pruning: note == nil)
             }
             if !keep {
                 traced.kill()
