@@ -130,10 +130,7 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        // Pages are read straight into the writer's frames; only the batched reads of tracked
-        // regions go through a buffer.
-        var buffer: PageBuffer? = nil
-        var bufferBytes = 0
+        // Pages are read straight into the writer's frames.
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -150,14 +147,7 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    // A buffer for this many written pages (at most 16 MiB), grown when a region needs more:
-                    // an increment's few written pages should not cost a fresh 16 MiB mapping.
-                    let want = Int(min(UInt64(chunkPages), UInt64(max(1, mask.lazy.filter { $0 }.count))) * pageSize)
-                    if bufferBytes < want {
-                        buffer = PageBuffer(bytes: want)
-                        bufferBytes = want
-                    }
-                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer!, total: &total)
+                    try writeTracked(region, written: mask, to: writer, mem: mem, total: &total)
                     continue
                 }
                 writtenMask = mask
@@ -208,77 +198,26 @@ struct MemoryCapture {
 
     /// A tracked region the parent maps whole: written pages are read, the rest
     /// inherited — no pagemap needed, as a written page is present by definition.
-    /// Written pages are scattered (a few here and there), so their runs are
-    /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
-    /// process_vm_readv, instead of one system call each.
+    /// Each run of written pages is read straight into the writer's frames (one
+    /// process_vm_readv per run): batching the scattered runs into one call through
+    /// a buffer of our own cost more in that buffer's page faults (about 3 µs a page
+    /// here) and the copy out of it than the calls it saved.
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
-                              buffer: borrowing PageBuffer, total: inout UInt64) throws {
-        let pages = mask.count
-        let bufferPages = buffer.count / Int(pageSize)
-        // The runs in VMA order: (first page, page count, written).
-        var runs: [(first: Int, count: Int, written: Bool)] = []
+                              total: inout UInt64) throws {
         var i = 0
-        while i < pages {
+        while i < mask.count {
             var j = i + 1
-            while j < pages && mask[j] == mask[i] && (!mask[i] || j - i < bufferPages) { j += 1 }
-            runs.append((i, j - i, mask[i]))
+            while j < mask.count && mask[j] == mask[i] { j += 1 }
+            if mask[i] {
+                let runStart = region.vma.start + UInt64(i) * pageSize
+                try writer.appendPages(count: j - i) { dest, first in
+                    try readMemory(into: dest, at: runStart + UInt64(first) * pageSize, mem: mem)
+                }
+                total += UInt64(j - i) * pageSize
+            } else {
+                writer.appendInherited(count: UInt64(j - i))
+            }
             i = j
-        }
-        var next = 0
-        while next < runs.count {
-            guard runs[next].written else {
-                writer.appendInherited(count: UInt64(runs[next].count))
-                next += 1
-                continue
-            }
-            // A batch: written runs (and the unwritten ones between them) while they fit.
-            var batch: [Int] = []
-            var batchPages = 0
-            var end = next
-            while end < runs.count, batch.count < 1024 {
-                if runs[end].written {
-                    guard batchPages + runs[end].count <= bufferPages else { break }
-                    batch.append(end)
-                    batchPages += runs[end].count
-                }
-                end += 1
-            }
-            do {
-                let base = buffer.base
-                var local: [iovec] = []
-                var remote: [iovec] = []
-                var offset = 0
-                for r in batch {
-                    let bytes = runs[r].count * Int(pageSize)
-                    local.append(iovec(iov_base: base + offset, iov_len: bytes))
-                    remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(region.vma.start) + UInt(runs[r].first) * UInt(pageSize)),
-                                        iov_len: bytes))
-                    offset += bytes
-                }
-                let n = cc_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count))
-                if n != offset {
-                    // Something in the batch cannot be read that way: run by run, with the fallback.
-                    offset = 0
-                    for r in batch {
-                        let bytes = runs[r].count * Int(pageSize)
-                        try readMemory(into: UnsafeMutableRawBufferPointer(start: base + offset, count: bytes),
-                                       at: region.vma.start + UInt64(runs[r].first) * pageSize, mem: mem)
-                        offset += bytes
-                    }
-                }
-                offset = 0
-                for r in next..<end {
-                    if runs[r].written {
-                        let bytes = runs[r].count * Int(pageSize)
-                        try writer.appendPages(UnsafeRawBufferPointer(start: base + offset, count: bytes))
-                        offset += bytes
-                    } else {
-                        writer.appendInherited(count: UInt64(runs[r].count))
-                    }
-                }
-            }
-            total += UInt64(batchPages) * pageSize
-            next = end
         }
     }
 

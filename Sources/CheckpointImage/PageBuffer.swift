@@ -8,7 +8,7 @@ import Musl
 /// compressed, pages read from a process), from mmap(2) and given back with
 /// munmap(2) in `deinit`.
 ///
-/// From 2 MiB up, the memory is advised MADV_HUGEPAGE and aligned to 2 MiB, so the kernel
+/// The memory is advised MADV_HUGEPAGE and aligned to 2 MiB, so the kernel
 /// backs it with transparent huge pages where it can: touching it costs one
 /// fault per 2 MiB instead of one per 4 KiB page. A capture lives for one
 /// process run, so every buffer is touched for the first time; those faults
@@ -25,22 +25,18 @@ package struct PageBuffer: ~Copyable, @unchecked Sendable {
     /// Maps `bytes` (at least one byte). Failing to map is running out of memory: it traps.
     package init(bytes: Int) {
         precondition(bytes > 0, "a page buffer needs at least one byte")
-        // Under one huge page: plain 4 KiB pages, faulted in as used (a huge page would
-        // zero 2 MiB for a few pages).
-        let huge = bytes >= PageBuffer.hugePage
-        let unit = huge ? PageBuffer.hugePage : 4096
-        let rounded = (bytes + unit - 1) / unit * unit
-        mappingLength = rounded + (huge ? PageBuffer.hugePage : 0)
+        let rounded = (bytes + PageBuffer.hugePage - 1) / PageBuffer.hugePage * PageBuffer.hugePage
+        mappingLength = rounded + PageBuffer.hugePage
         guard let mapped = mmap(nil, mappingLength, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               mapped != MAP_FAILED else {
             fatalError("mmap of \(mappingLength) bytes failed: (\(errno)) \(String(cString: strerror(errno)))")
         }
         mapping = mapped
-        let aligned = (UInt(bitPattern: mapped) + UInt(unit - 1)) & ~UInt(unit - 1)
+        let aligned = (UInt(bitPattern: mapped) + UInt(PageBuffer.hugePage - 1)) & ~UInt(PageBuffer.hugePage - 1)
         base = UnsafeMutableRawPointer(bitPattern: aligned)!
         count = bytes
         // Advice only: without transparent huge pages the memory works the same, page by page.
-        if huge { _ = madvise(base, rounded, MADV_HUGEPAGE) }
+        _ = madvise(base, rounded, MADV_HUGEPAGE)
     }
 
     deinit { munmap(mapping, mappingLength) }
