@@ -147,7 +147,9 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    try writeTracked(region, written: mask, to: writer, mem: mem, total: &total)
+                    let written = mask.lazy.filter { $0 }.count
+                    let buffer = writer.scratch(bytes: Int(min(UInt64(chunkPages), UInt64(max(1, written)))) * Int(pageSize))
+                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer, total: &total)
                     continue
                 }
                 writtenMask = mask
@@ -198,26 +200,80 @@ struct MemoryCapture {
 
     /// A tracked region the parent maps whole: written pages are read, the rest
     /// inherited — no pagemap needed, as a written page is present by definition.
-    /// Each run of written pages is read straight into the writer's frames (one
-    /// process_vm_readv per run): batching the scattered runs into one call through
-    /// a buffer of our own cost more in that buffer's page faults (about 3 µs a page
-    /// here) and the copy out of it than the calls it saved.
+    /// Written pages are scattered (a few here and there), so their runs are
+    /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
+    /// process_vm_readv, instead of one system call each — into the writer's
+    /// scratch buffer, which a resident session reuses already faulted in. (Read
+    /// run by run straight into the frames, a 512 MiB increment's 1,300 runs took
+    /// 12-22 ms instead of 8-13.)
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
-                              total: inout UInt64) throws {
+                              buffer: UnsafeMutableRawBufferPointer, total: inout UInt64) throws {
+        let pages = mask.count
+        let bufferPages = buffer.count / Int(pageSize)
+        // The runs in VMA order: (first page, page count, written).
+        var runs: [(first: Int, count: Int, written: Bool)] = []
         var i = 0
-        while i < mask.count {
+        while i < pages {
             var j = i + 1
-            while j < mask.count && mask[j] == mask[i] { j += 1 }
-            if mask[i] {
-                let runStart = region.vma.start + UInt64(i) * pageSize
-                try writer.appendPages(count: j - i) { dest, first in
-                    try readMemory(into: dest, at: runStart + UInt64(first) * pageSize, mem: mem)
-                }
-                total += UInt64(j - i) * pageSize
-            } else {
-                writer.appendInherited(count: UInt64(j - i))
-            }
+            while j < pages && mask[j] == mask[i] && (!mask[i] || j - i < bufferPages) { j += 1 }
+            runs.append((i, j - i, mask[i]))
             i = j
+        }
+        var next = 0
+        while next < runs.count {
+            guard runs[next].written else {
+                writer.appendInherited(count: UInt64(runs[next].count))
+                next += 1
+                continue
+            }
+            // A batch: written runs (and the unwritten ones between them) while they fit.
+            var batch: [Int] = []
+            var batchPages = 0
+            var end = next
+            while end < runs.count, batch.count < 1024 {
+                if runs[end].written {
+                    guard batchPages + runs[end].count <= bufferPages else { break }
+                    batch.append(end)
+                    batchPages += runs[end].count
+                }
+                end += 1
+            }
+            do {
+                let base = buffer.baseAddress!
+                var local: [iovec] = []
+                var remote: [iovec] = []
+                var offset = 0
+                for r in batch {
+                    let bytes = runs[r].count * Int(pageSize)
+                    local.append(iovec(iov_base: base + offset, iov_len: bytes))
+                    remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(region.vma.start) + UInt(runs[r].first) * UInt(pageSize)),
+                                        iov_len: bytes))
+                    offset += bytes
+                }
+                let n = cc_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count))
+                if n != offset {
+                    // Something in the batch cannot be read that way: run by run, with the fallback.
+                    offset = 0
+                    for r in batch {
+                        let bytes = runs[r].count * Int(pageSize)
+                        try readMemory(into: UnsafeMutableRawBufferPointer(start: base + offset, count: bytes),
+                                       at: region.vma.start + UInt64(runs[r].first) * pageSize, mem: mem)
+                        offset += bytes
+                    }
+                }
+                offset = 0
+                for r in next..<end {
+                    if runs[r].written {
+                        let bytes = runs[r].count * Int(pageSize)
+                        try writer.appendPages(UnsafeRawBufferPointer(start: base + offset, count: bytes))
+                        offset += bytes
+                    } else {
+                        writer.appendInherited(count: UInt64(runs[r].count))
+                    }
+                }
+            }
+            total += UInt64(batchPages) * pageSize
+            next = end
         }
     }
 

@@ -167,6 +167,12 @@ public final class ImageWriter {
         fillingSlot = pool.takeFree()!
     }
 
+    /// At least `bytes` of page-aligned memory for the caller to gather pages in before
+    /// appending them (a capture's batched reads of scattered written pages). It belongs
+    /// to the frame pool, so a resident session reuses it already faulted in; it is valid
+    /// until the next call.
+    package func scratch(bytes: Int) -> UnsafeMutableRawBufferPointer { pool.scratch(bytes: bytes) }
+
     /// Every slot goes back to the pool, whatever state this writer left it in.
     deinit { pool.reclaim() }
 
@@ -617,6 +623,18 @@ public final class FramePool: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         workers.removeAll()    // joins them
+    }
+
+    /// The scratch memory of ``ImageWriter/scratch(bytes:)``, grown as needed.
+    private final class Scratch {
+        let buffer: PageBuffer
+        init(bytes: Int) { buffer = PageBuffer(bytes: bytes) }
+    }
+    private var scratchMemory: Scratch?
+
+    func scratch(bytes: Int) -> UnsafeMutableRawBufferPointer {
+        if (scratchMemory?.buffer.count ?? 0) < bytes { scratchMemory = Scratch(bytes: bytes) }
+        return scratchMemory!.buffer.slice(0..<bytes)
     }
 
     /// A writer starts using the pool.
