@@ -55,13 +55,17 @@ public final class TrackingSession {
         "\(directory)/image-\(number.decimal(width: 4)).ccimg"
     }
 
-    /// Takes the next image: the full one first, then an increment on the last image.
+    /// Takes the next image: the full one first, then an increment on the last image
+    /// (and a full one again each time the chain reaches its deepest, §10).
     /// The process runs on afterwards, tracked. On failure it is left running as it
     /// was, and the session can go on from its last image.
     public func takeImage(progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) throws(CaptureError) -> CheckpointSummary {
         var options = CheckpointOptions()
         options.track = true
-        options.openParent = chain
+        // A chain may be only so deep (§10): at the limit the session starts a new one with a
+        // full image, and the tracking already in the process starts its count afresh.
+        let continuing = chain.map { $0.images.count < ImageLimits.maxChainDepth } ?? false
+        options.openParent = continuing ? chain : nil
         options.progress = progress
         options.writer.framePool = incrementFrames
         let path = path(ofImage: imagesWritten)
@@ -71,7 +75,7 @@ public final class TrackingSession {
         }
         let summary = try Checkpointer.checkpoint(pid: pid, to: output, options: options)
         do {
-            chain = try ImageChain(images: [try ImageReader(path: path)] + (chain?.images ?? []))
+            chain = try ImageChain(images: [try ImageReader(path: path)] + (continuing ? chain!.images : []))
         } catch {
             throw CaptureError.from(error, pid: pid)
         }

@@ -91,8 +91,10 @@ struct FailureTests {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let program = try CaptureSupport.program("state")
-        let reference = try CaptureSupport.Target(program, ["12", "\(dir)/ref.txt"], in: dir)
-        let target = try CaptureSupport.Target(program, ["12", "\(dir)/file.txt"], in: dir)
+        // 30 ticks (1.5 s): on a loaded machine ccpm may take most of a second to reach its
+        // N-th call, and the target must still be running when the test looks at it.
+        let reference = try CaptureSupport.Target(program, ["30", "\(dir)/ref.txt"], in: dir)
+        let target = try CaptureSupport.Target(program, ["30", "\(dir)/file.txt"], in: dir)
         let output = "\(dir)/parked.ccimg"
         let p = try CaptureSupport.spawn("/usr/bin/env", ["CCPM_FAULT=stop-parked:\(afterCall)", ccpm, "checkpoint", "\(target.pid)", "-o", output],
                                          stdout: nil, stderr: nil)

@@ -332,6 +332,11 @@ import Glibc
         }
         let ok = try ImageChain.open(path: dir.file("img-64.ccimg"))
         #expect(ok.images.count == 65)
+        // Verify reads each image of the deepest chain once (it used to verify every parent's
+        // own chain again: time exponential in the depth, never ending at 64).
+        let report = ImageVerifier.verify(path: dir.file("img-64.ccimg"), deep: true)
+        #expect(report.isValid, "\(report.problems)")
+        #expect(report.parents.count == 64)
         let e = thrown { _ = try ImageChain.open(path: dir.file("img-65.ccimg")) } as? ImageError
         #expect(e?.code == .limitExceeded, "\(String(describing: e))")
     }
