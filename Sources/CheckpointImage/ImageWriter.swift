@@ -107,14 +107,9 @@ public final class ImageWriter {
     /// that read the rest of the state, the target's own included; a wakeup would
     /// otherwise wait for a compressing thread to be preempted. (Only where the
     /// thread may leave SCHED_IDLE again: for root, or with RLIMIT_NICE ≥ 20.)
-    public var compressionYields: Bool {
-        get { compressionYieldsValue }
-        set {
-            compressionYieldsValue = newValue
-            pool.setYields(newValue)
-        }
+    public var compressionYields = false {
+        didSet { pool.setYields(compressionYields) }
     }
-    private var compressionYieldsValue = false
 
     /// Lets fixture tools replace a frame's compressed bytes (to build damaged images).
     @_spi(Fixtures) public var frameOverride: ((_ frameNumber: Int, _ compressed: [UInt8]) -> [UInt8])?
@@ -384,7 +379,7 @@ public final class ImageWriter {
         framesSubmitted += 1
         frameFill = 0
         let pages = UInt32(length / pageSize)
-        pool.submit(sequence: sequence, slot: slot, length: length, first: first, count: pages)
+        pool.submit(FramePool.Frame(slot: slot, length: length, first: first, count: pages), sequence: sequence)
         try writeCompletedFrames()
         // Every slot busy: the oldest frame is written as soon as it is compressed, which frees its slot.
         while true {
@@ -402,7 +397,7 @@ public final class ImageWriter {
     }
 
     /// Writes the next frame in order and gives its slot back.
-    private func writeFrame(_ frame: FramePool.Compressed) throws(ImageError) {
+    private func writeFrame(_ frame: FramePool.Frame) throws(ImageError) {
         framesWritten += 1
         defer { pool.release(frame.slot) }
         let compressed = UnsafeRawBufferPointer(rebasing: pool.output(frame.slot).prefix(frame.length))
@@ -415,7 +410,7 @@ public final class ImageWriter {
         }
     }
 
-    private func writeFrameBlock(_ frame: FramePool.Compressed, payload: UnsafeRawBufferPointer) throws(ImageError) {
+    private func writeFrameBlock(_ frame: FramePool.Frame, payload: UnsafeRawBufferPointer) throws(ImageError) {
         var header = BlockHeader(typeTag: BlockType.frame.rawValue, kind: 0, version: 1, flags: [.zstd],
                                  aux: frame.count, payloadLength: UInt64(payload.count), aux64: frame.first)
         storedFrameBytes += UInt64(ImageFormat.blockHeaderLength + payload.count)
@@ -541,17 +536,9 @@ public final class ImageWriter {
 /// slot is filled by the writer, compressed by a worker, then written in order and
 /// given back.
 public final class FramePool: @unchecked Sendable {
-    /// A compressed frame waiting to be written: `length` bytes in its slot's output.
-    struct Compressed {
-        var slot: Int
-        var length: Int
-        var first: UInt64
-        var count: UInt32
-    }
-
-    /// A filled slot waiting for a worker: frame `sequence`, `length` bytes of pages.
-    private struct Job {
-        var sequence: Int
+    /// A frame in a slot: `count` pages from ordinal `first`. Queued for compression,
+    /// `length` is the bytes of its pages; once compressed, the bytes in the slot's output.
+    struct Frame {
         var slot: Int
         var length: Int
         var first: UInt64
@@ -570,8 +557,9 @@ public final class FramePool: @unchecked Sendable {
     private let outputs: PageBuffer
     private let condition = Condition()
     private var free: [Int]
-    private var jobs: [Job] = []
-    private var done: [Int: Compressed] = [:]
+    /// Frames waiting for a worker, with their sequence numbers, in order.
+    private var jobs: [(sequence: Int, frame: Frame)] = []
+    private var done: [Int: Frame] = [:]
     private var stopping = false
     /// One worker per core, each with its own zstd context, started with the pool.
     private var workers: [JoinableThread] = []
@@ -682,11 +670,12 @@ public final class FramePool: @unchecked Sendable {
                 var parameters = sched_param()
                 if sched_setscheduler(0, yieldNow ? FramePool.schedIdle : SCHED_OTHER, &parameters) == 0 { idle = yieldNow }
             }
-            let input = UnsafeRawBufferPointer(rebasing: raw(job.slot).prefix(job.length))
-            let length = Zstd.compress(input, into: output(job.slot), level: level, context: compressor)
+            var frame = job.frame
+            let input = UnsafeRawBufferPointer(rebasing: raw(frame.slot).prefix(frame.length))
+            frame.length = Zstd.compress(input, into: output(frame.slot), level: level, context: compressor)
             condition.lock()
             running -= 1
-            done[job.sequence] = Compressed(slot: job.slot, length: length, first: job.first, count: job.count)
+            done[job.sequence] = frame
             condition.broadcast()
             condition.unlock()
         }
@@ -700,11 +689,10 @@ public final class FramePool: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Queues slot `slot`, holding frame `sequence` (`length` bytes of `count` pages from
-    /// ordinal `first`), for compression.
-    func submit(sequence: Int, slot: Int, length: Int, first: UInt64, count: UInt32) {
+    /// Queues `frame`, number `sequence` in the image, for compression.
+    func submit(_ frame: Frame, sequence: Int) {
         condition.lock()
-        jobs.append(Job(sequence: sequence, slot: slot, length: length, first: first, count: count))
+        jobs.append((sequence, frame))
         condition.broadcast()
         condition.unlock()
     }
@@ -733,7 +721,7 @@ public final class FramePool: @unchecked Sendable {
     }
 
     /// Frame `sequence`, if its compression has finished.
-    func take(_ sequence: Int) -> Compressed? {
+    func take(_ sequence: Int) -> Frame? {
         condition.lock()
         defer { condition.unlock() }
         return done.removeValue(forKey: sequence)
@@ -741,7 +729,7 @@ public final class FramePool: @unchecked Sendable {
 
     /// Frame `sequence`, once its compression has finished; the writer's core is lent to
     /// compression meanwhile.
-    func waitLendingCore(for sequence: Int) -> Compressed {
+    func waitLendingCore(for sequence: Int) -> Frame {
         condition.lock()
         defer { condition.unlock() }
         if let ready = done.removeValue(forKey: sequence) { return ready }

@@ -51,14 +51,9 @@ struct Checkpoint: ParsableCommand {
             } catch {
                 throw CaptureError(.output, "cannot create the image", pid: pid, cause: error.description)
             }
-            let summary = try Checkpointer.checkpoint(pid: pid, to: out, options: options)
-            ProgressBar.clear()
-            for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
-            StandardStream.error.write((Summary.line(summary, output: output) + "\n"))
+            Summary.report(try Checkpointer.checkpoint(pid: pid, to: out, options: options), output: output)
         } catch let error as CaptureError {
-            ProgressBar.clear()
-            StandardStream.error.write("ccpm: error: \(error)\n")
-            throw ExitCode(error.code.exitStatus)
+            throw Summary.failure(error)
         }
     }
 }
@@ -99,9 +94,7 @@ struct Track: ParsableCommand {
             let progress: (@Sendable (UInt64, UInt64) -> Void)? = isatty(2) != 0 ? ProgressBar.show : nil
             while true {
                 let summary = try session.takeImage(progress: progress)
-                ProgressBar.clear()
-                for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
-                StandardStream.error.write(Summary.line(summary, output: session.path(ofImage: session.imagesWritten - 1)) + "\n")
+                Summary.report(summary, output: session.path(ofImage: session.imagesWritten - 1))
                 if let count, session.imagesWritten >= count { return }
                 guard triggers.wait() == .due else { return }
                 guard session.processIsAlive else {
@@ -110,9 +103,7 @@ struct Track: ParsableCommand {
                 }
             }
         } catch {
-            ProgressBar.clear()
-            StandardStream.error.write("ccpm: error: \(error)\n")
-            throw ExitCode(error.code.exitStatus)
+            throw Summary.failure(error)
         }
     }
 }
@@ -160,6 +151,20 @@ struct Restore: ParsableCommand {
 }
 
 enum Summary {
+    /// Prints a capture's warnings and its summary line on standard error.
+    static func report(_ s: CheckpointSummary, output: String) {
+        ProgressBar.clear()
+        for warning in s.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
+        StandardStream.error.write(line(s, output: output) + "\n")
+    }
+
+    /// Prints a failed capture's one-line error; the exit status to leave with.
+    static func failure(_ error: CaptureError) -> ExitCode {
+        ProgressBar.clear()
+        StandardStream.error.write("ccpm: error: \(error)\n")
+        return ExitCode(error.code.exitStatus)
+    }
+
     static func line(_ s: CheckpointSummary, output: String) -> String {
         let pages = s.image.pages
         let stored = pages[.stored] ?? 0, zero = pages[.zero] ?? 0, dedup = pages[.dedup] ?? 0, inherited = pages[.inherited] ?? 0

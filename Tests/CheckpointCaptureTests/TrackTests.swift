@@ -38,6 +38,7 @@ import Glibc
         let log = (try? String(contentsOfFile: "\(dir)/track.err", encoding: .utf8)) ?? ""
         let lines = log.split(separator: "\n")
         #expect(lines.count == 3, "\(log)")
+        #expect(lines.enumerated().allSatisfy { $0.element.contains("-> \(image($0.offset)):") }, "each line names its image: \(log)")
         #expect(lines.first?.contains("tracking full") == true && lines.dropFirst().allSatisfy { $0.contains("tracking uffd-wp") }, "\(log)")
 
         // Each increment is a chain on the one before, valid, and holds the touched 1%.
