@@ -130,7 +130,8 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        // Pages are read straight into the writer's frames.
+        // Pages are read straight into the writer's frames; the batched reads of scattered
+        // written pages (writeTracked) go through the writer's scratch buffer.
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -204,8 +205,8 @@ struct MemoryCapture {
     /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
     /// process_vm_readv, instead of one system call each — into the writer's
     /// scratch buffer, which a resident session reuses already faulted in. (Read
-    /// run by run straight into the frames, a 512 MiB increment's 1,300 runs took
-    /// 12-22 ms instead of 8-13.)
+    /// run by run straight into the frames, one call a run, a 512 MiB increment's
+    /// 1,300 runs were no faster: 12-22 ms for the memory phase, against 12-18.)
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
                               buffer: UnsafeMutableRawBufferPointer, total: inout UInt64) throws {
         let pages = mask.count
