@@ -153,7 +153,6 @@ public enum Checkpointer {
             }
             phase("threads", since: start)
             var memory = MemoryCapture(pid: pid)
-            writer.compressionYields = true
             let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
             phase("regions", since: start)
             let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
@@ -179,10 +178,14 @@ public enum Checkpointer {
             try writer.endPages()
             phase("memory", since: start)
 
-            // Injected reads: they resume and re-stop the threads they use.
-            // A new tracker's userfaultfd is created with the other injected calls.
+            // Injected reads: they resume and re-stop the threads they use, many times over,
+            // so no compression starts meanwhile. A new tracker's userfaultfd is created
+            // with the other injected calls.
             let newTracker = options.track && note == nil && existing == nil
-            let injected = try InjectedCapture.capture(pid: pid, stopped: traced.threads, createUserfaultfd: newTracker)
+            let stopped = traced.threads
+            let injected = try writer.withCompressionPaused { () throws -> InjectedCapture.Result in
+                try InjectedCapture.capture(pid: pid, stopped: stopped, createUserfaultfd: newTracker)
+            }
             warnings += injected.warnings
             traced.noteIntercepted(injected.interceptedSignals)
             phase("injected", since: start)
@@ -222,7 +225,6 @@ public enum Checkpointer {
             let threadCount = traced.threads.count
             let keep = options.leaveRunning || options.track
             var thawedAt: UInt64? = nil
-            writer.compressionYields = false
             if keep {
                 traced.detach()
                 thawedAt = now()

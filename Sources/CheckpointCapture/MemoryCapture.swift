@@ -130,8 +130,7 @@ struct MemoryCapture {
         defer { close(mem) }
 
         let chunkPages = 4096   // 16 MiB of pages per read
-        // Pages are read straight into the writer's frames; the batched reads of scattered
-        // written pages (writeTracked) go through the writer's scratch buffer.
+        // Pages are read straight into the writer's frames.
         var entries = [UInt64](repeating: 0, count: chunkPages)
         var total: UInt64 = 0
         for region in regions {
@@ -148,9 +147,7 @@ struct MemoryCapture {
                 for r in ranges { for p in r where p < pages { mask[Int(p)] = true } }
                 // Unwritten pages are inherited where the parent maps them, read otherwise.
                 if let v = parent.top.vmaIndex(containing: region.vma.start), parent.top.memoryMap[v].end >= region.vma.end {
-                    let written = mask.lazy.filter { $0 }.count
-                    let buffer = writer.scratch(bytes: Int(min(UInt64(chunkPages), UInt64(max(1, written)))) * Int(pageSize))
-                    try writeTracked(region, written: mask, to: writer, mem: mem, buffer: buffer, total: &total)
+                    try writeTracked(region, written: mask, to: writer, mem: mem, total: &total)
                     continue
                 }
                 writtenMask = mask
@@ -201,81 +198,53 @@ struct MemoryCapture {
 
     /// A tracked region the parent maps whole: written pages are read, the rest
     /// inherited — no pagemap needed, as a written page is present by definition.
-    /// Written pages are scattered (a few here and there), so their runs are
-    /// read together: up to 1024 runs (IOV_MAX) or a buffer's worth per
-    /// process_vm_readv, instead of one system call each — into the writer's
-    /// scratch buffer, which a resident session reuses already faulted in. (Read
-    /// run by run straight into the frames, one call a run, a 512 MiB increment's
-    /// 1,300 runs were no faster: 12-22 ms for the memory phase, against 12-18.)
+    /// Written pages are scattered (a few here and there), so a frame's worth of their
+    /// runs is read by one process_vm_readv, an iovec a run, straight into the frame.
+    /// (One call a run made a 512 MiB increment's 1,300 runs take 12-22 ms; reading
+    /// batches into a separate buffer and copying them into the frames, 9-10 ms, a third
+    /// of it faulting that buffer in.)
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
-                              buffer: UnsafeMutableRawBufferPointer, total: inout UInt64) throws {
-        let pages = mask.count
-        let bufferPages = buffer.count / Int(pageSize)
-        // The runs in VMA order: (first page, page count, written).
-        var runs: [(first: Int, count: Int, written: Bool)] = []
+                              total: inout UInt64) throws {
+        var runs: [ImageWriter.ScatteredRun] = []
+        var firstPages: [Int] = []
+        var end = 0   // where the last written run ended
         var i = 0
-        while i < pages {
-            var j = i + 1
-            while j < pages && mask[j] == mask[i] && (!mask[i] || j - i < bufferPages) { j += 1 }
-            runs.append((i, j - i, mask[i]))
-            i = j
-        }
-        var next = 0
-        while next < runs.count {
-            guard runs[next].written else {
-                writer.appendInherited(count: UInt64(runs[next].count))
-                next += 1
+        while i < mask.count {
+            guard mask[i] else {
+                i += 1
                 continue
             }
-            // A batch: written runs (and the unwritten ones between them) while they fit.
-            var batch: [Int] = []
-            var batchPages = 0
-            var end = next
-            while end < runs.count, batch.count < 1024 {
-                if runs[end].written {
-                    guard batchPages + runs[end].count <= bufferPages else { break }
-                    batch.append(end)
-                    batchPages += runs[end].count
-                }
-                end += 1
-            }
-            do {
-                let base = buffer.baseAddress!
-                var local: [iovec] = []
-                var remote: [iovec] = []
-                var offset = 0
-                for r in batch {
-                    let bytes = runs[r].count * Int(pageSize)
-                    local.append(iovec(iov_base: base + offset, iov_len: bytes))
-                    remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(region.vma.start) + UInt(runs[r].first) * UInt(pageSize)),
-                                        iov_len: bytes))
-                    offset += bytes
-                }
-                let n = cc_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count))
-                if n != offset {
-                    // Something in the batch cannot be read that way: run by run, with the fallback.
-                    offset = 0
-                    for r in batch {
-                        let bytes = runs[r].count * Int(pageSize)
-                        try readMemory(into: UnsafeMutableRawBufferPointer(start: base + offset, count: bytes),
-                                       at: region.vma.start + UInt64(runs[r].first) * pageSize, mem: mem)
-                        offset += bytes
-                    }
-                }
-                offset = 0
-                for r in next..<end {
-                    if runs[r].written {
-                        let bytes = runs[r].count * Int(pageSize)
-                        try writer.appendPages(UnsafeRawBufferPointer(start: base + offset, count: bytes))
-                        offset += bytes
-                    } else {
-                        writer.appendInherited(count: UInt64(runs[r].count))
-                    }
-                }
-            }
-            total += UInt64(batchPages) * pageSize
-            next = end
+            var j = i + 1
+            while j < mask.count && mask[j] { j += 1 }
+            runs.append(ImageWriter.ScatteredRun(gap: UInt64(i - end), count: j - i))
+            firstPages.append(i)
+            total += UInt64(j - i) * pageSize
+            end = j
+            i = j
         }
+        let iovMax = 1024   // IOV_MAX
+        try writer.appendScatteredPages(runs, maxPieces: iovMax) { buffer, pieces in
+            let base = buffer.baseAddress!
+            var local: [iovec] = []
+            var remote: [iovec] = []
+            local.reserveCapacity(pieces.count)
+            remote.reserveCapacity(pieces.count)
+            var offset = 0
+            for piece in pieces {
+                let bytes = piece.count * Int(pageSize)
+                let address = region.vma.start + UInt64(firstPages[piece.run] + piece.first) * pageSize
+                local.append(iovec(iov_base: base + offset, iov_len: bytes))
+                remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: bytes))
+                offset += bytes
+            }
+            guard cc_process_vm_readv(pid, local, UInt(local.count), remote, UInt(remote.count)) != offset else { return }
+            // Something in the batch cannot be read that way: piece by piece, with the fallback.
+            for (l, r) in zip(local, remote) {
+                try readMemory(into: UnsafeMutableRawBufferPointer(start: l.iov_base, count: l.iov_len),
+                               at: UInt64(UInt(bitPattern: r.iov_base)), mem: mem)
+            }
+        }
+        writer.appendInherited(count: UInt64(mask.count - end))
     }
 
     private func shouldStore(_ entry: UInt64, _ region: Region) -> Bool {

@@ -101,14 +101,17 @@ public final class ImageWriter {
     private let zeroPage: [UInt8]
     private var finished = false
 
-    /// While true, frames are compressed at idle priority (SCHED_IDLE): any other
-    /// runnable thread takes the core first. A capture sets it while the process is
-    /// frozen, so that compressing the pages already read never delays the threads
-    /// that read the rest of the state, the target's own included; a wakeup would
-    /// otherwise wait for a compressing thread to be preempted. (Only where the
-    /// thread may leave SCHED_IDLE again: for root, or with RLIMIT_NICE ≥ 20.)
-    public var compressionYields = false {
-        didSet { pool.setYields(compressionYields) }
+    /// Runs `body` with no compression starting on the pool's threads (those under way
+    /// finish). A capture runs its injected calls so: they resume and re-stop the frozen
+    /// threads many times, and each wakeup that has to preempt a compression waits for an
+    /// interrupt between cores, costly in a VM. For a 512 MiB increment the injected
+    /// calls took 5-6 ms (median, up to 16) with compression running, even at idle
+    /// priority (SCHED_IDLE), and 1.2-1.3 ms (up to 1.8) paused; the freeze, 15-19 ms
+    /// against 11-12.
+    public func withCompressionPaused<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pool.setPaused(true)
+        defer { pool.setPaused(false) }
+        return try body()
     }
 
     /// Lets fixture tools replace a frame's compressed bytes (to build damaged images).
@@ -161,12 +164,6 @@ public final class ImageWriter {
         try emit(header)
         fillingSlot = pool.takeFree()!
     }
-
-    /// At least `bytes` of page-aligned memory for the caller to gather pages in before
-    /// appending them (a capture's batched reads of scattered written pages). It belongs
-    /// to the frame pool, so a resident session reuses it already faulted in; it is valid
-    /// until the next call.
-    package func scratch(bytes: Int) -> UnsafeMutableRawBufferPointer { pool.scratch(bytes: bytes) }
 
     /// Every slot goes back to the pool, whatever state this writer left it in.
     deinit { pool.reclaim() }
@@ -315,6 +312,67 @@ public final class ImageWriter {
         }
     }
 
+    /// A run of ``appendScatteredPages(_:reading:)``: `gap` pages inherited from the
+    /// parent, then `count` (at least one) pages to read.
+    public struct ScatteredRun: Sendable {
+        public var gap: UInt64
+        public var count: Int
+        public init(gap: UInt64, count: Int) {
+            precondition(count > 0, "a scattered run reads at least one page")
+            self.gap = gap
+            self.count = count
+        }
+    }
+
+    /// The part of run `run` that one read fills: `count` pages from its page `first`.
+    public struct ScatteredPiece: Sendable {
+        public var run: Int
+        public var first: Int
+        public var count: Int
+    }
+
+    /// Records the next pages of the current VMA as `runs` — each a gap inherited from the
+    /// parent, then pages read — with the pages read straight into frame memory, many runs
+    /// at a time: `fill(buffer, pieces)` gets room for every piece, laid end to end in
+    /// order, as many as the frame being filled has room for and at most `maxPieces` (so one
+    /// process_vm_readv with an iovec a piece can fill it), and must fill all of it. Each
+    /// page is then classified as ``appendPages(_:)`` does. This is how the few pages a
+    /// process wrote since its parent image, scattered through its memory, are read.
+    public func appendScatteredPages<E: Error>(_ runs: [ScatteredRun], maxPieces: Int = 1024,
+                                               reading fill: (UnsafeMutableRawBufferPointer, [ScatteredPiece]) throws(E) -> Void) throws {
+        precondition(parent != nil, "inherited pages need a parent image")
+        precondition(maxPieces > 0, "a read needs room for a piece")
+        var run = 0, within = 0
+        var pieces: [ScatteredPiece] = []
+        while run < runs.count {
+            let room = (pool.frameBytes - frameFill) / pageSize
+            pieces.removeAll(keepingCapacity: true)
+            var pages = 0
+            while run < runs.count && pages < room && pieces.count < maxPieces {
+                let count = min(runs[run].count - within, room - pages)
+                pieces.append(ScatteredPiece(run: run, first: within, count: count))
+                pages += count
+                within += count
+                if within == runs[run].count { run += 1; within = 0 }
+            }
+            let frame = pool.raw(fillingSlot).baseAddress!
+            var page = frame + frameFill
+            try fill(UnsafeMutableRawBufferPointer(start: page, count: pages * pageSize), pieces)
+            for piece in pieces {
+                if piece.first == 0 { appendInherited(count: runs[piece.run].gap) }
+                precondition(UInt64(piece.count) <= currentPagesLeft, "more pages than the VMA holds")
+                for _ in 0..<piece.count {
+                    defer { page += pageSize }
+                    guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { continue }
+                    // Stored: it moves down over the pages before it that were not (zero, inherited, dedup).
+                    if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
+                    frameFill += pageSize
+                }
+            }
+            if frameFill == pool.frameBytes { try sealFrame() }
+        }
+    }
+
     private func appendOnePage(_ page: UnsafeRawBufferPointer) throws(ImageError) {
         guard record(page) else { return }
         (pool.raw(fillingSlot).baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
@@ -387,7 +445,7 @@ public final class ImageWriter {
                 fillingSlot = free
                 return
             }
-            try writeFrame(pool.waitLendingCore(for: framesWritten))
+            try writeFrame(pool.waitCompressing(for: framesWritten))
         }
     }
 
@@ -419,7 +477,7 @@ public final class ImageWriter {
 
     /// Waits for every frame in flight and writes them all.
     private func flushFrames() throws(ImageError) {
-        while framesWritten < framesSubmitted { try writeFrame(pool.waitLendingCore(for: framesWritten)) }
+        while framesWritten < framesSubmitted { try writeFrame(pool.waitCompressing(for: framesWritten)) }
     }
 
     // MARK: Finishing
@@ -561,31 +619,25 @@ public final class FramePool: @unchecked Sendable {
     private var jobs: [(sequence: Int, frame: Frame)] = []
     private var done: [Int: Frame] = [:]
     private var stopping = false
-    /// One worker per core, each with its own zstd context, started with the pool.
+    /// The workers, one per core but the writer's, each with its own zstd context,
+    /// started with the pool.
     private var workers: [JoinableThread] = []
     private let cores = Host.onlineProcessors
-    /// Compressions running, and whether the writer's thread waits for one.
+    /// Workers compressing now: at most one per core but the writer's. The writer's thread
+    /// reads pages, and during a capture the process is frozen meanwhile, so compression
+    /// never crowds it out; when it waits for a frame, it compresses queued frames itself
+    /// (``waitCompressing(for:)``).
     private var running = 0
-    private var writerWaiting = false
-    /// Whether compression runs at idle priority (SCHED_IDLE) for now; see ``ImageWriter/compressionYields``.
-    private var yields = false
-    /// How many compressions may run at once (the caller holds the lock): one per core,
-    /// less the writer's own until it waits — it reads pages, and during a capture the
-    /// process is frozen meanwhile. So compression never crowds out the thread a frozen
-    /// process waits on, and uses every core once that thread waits. (Even at idle
-    /// priority, compressing on every core slowed the injected calls threefold: each of
-    /// their many wakeups then has to preempt a compression, by an interrupt between
-    /// cores, costly in a VM.)
-    private var compressionLimit: Int {
-        cores - (writerWaiting ? 0 : 1)
+    private var workerLimit: Int { max(1, cores - 1) }
+    /// The writer's own zstd context, made by the first worker as it starts (or by the
+    /// writer, if it needs it first).
+    private var writerCompressor: CompressorBox?
+    private final class CompressorBox {
+        let compressor: ZstdCompressor
+        init(_ compressor: consuming ZstdCompressor) { self.compressor = compressor }
     }
-    /// SCHED_IDLE is used only where a thread may leave it again: for root, or with
-    /// RLIMIT_NICE ≥ 20 (sched(7): an unprivileged thread cannot leave SCHED_IDLE otherwise).
-    private static let schedIdle: Int32 = 5    // SCHED_IDLE, <linux/sched.h>; glibc defines it only for _GNU_SOURCE
-    private static let mayLeaveIdle: Bool = {
-        var limit = rlimit()
-        return geteuid() == 0 || (getrlimit(__rlimit_resource_t(__RLIMIT_NICE.rawValue), &limit) == 0 && limit.rlim_cur >= 20)
-    }()
+    /// While set, workers start no compression; see ``ImageWriter/withCompressionPaused(_:)``.
+    private var paused = false
 
     init(slots: Int, frameBytes: Int, level: Int32) {
         self.frameBytes = frameBytes
@@ -600,8 +652,8 @@ public final class FramePool: @unchecked Sendable {
         // before the first frame: in a capture, while the process is being seized
         // rather than inside its freeze.
         let unowned = Unmanaged.passUnretained(self)
-        for worker in 0..<cores {
-            workers.append(JoinableThread { unowned.takeUnretainedValue().work(prefault: worker == 0) })
+        for worker in 0..<workerLimit {
+            workers.append(JoinableThread { unowned.takeUnretainedValue().work(first: worker == 0) })
         }
     }
 
@@ -611,18 +663,6 @@ public final class FramePool: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         workers.removeAll()    // joins them
-    }
-
-    /// The scratch memory of ``ImageWriter/scratch(bytes:)``, grown as needed.
-    private final class Scratch {
-        let buffer: PageBuffer
-        init(bytes: Int) { buffer = PageBuffer(bytes: bytes) }
-    }
-    private var scratchMemory: Scratch?
-
-    func scratch(bytes: Int) -> UnsafeMutableRawBufferPointer {
-        if (scratchMemory?.buffer.count ?? 0) < bytes { scratchMemory = Scratch(bytes: bytes) }
-        return scratchMemory!.buffer.slice(0..<bytes)
     }
 
     /// A writer starts using the pool.
@@ -642,34 +682,32 @@ public final class FramePool: @unchecked Sendable {
         while running > 0 { condition.wait() }
         done.removeAll()
         free = Array((0..<slots).reversed())
-        yields = false
-        writerWaiting = false
+        paused = false
         inUse = false
     }
 
-    /// A worker: compresses jobs in order of submission until the pool ends.
-    private func work(prefault: Bool) {
-        if prefault {
+    /// A worker: compresses jobs in order of submission until the pool ends. The first
+    /// also faults in the first slots and makes the writer's context.
+    private func work(first: Bool) {
+        if first {
             pages.slice(0..<min(pages.count, PageBuffer.hugePage)).populate()
             outputs.slice(0..<min(outputs.count, PageBuffer.hugePage)).populate()
+            let box = CompressorBox(ZstdCompressor(warmFor: frameBytes, level: level))
+            condition.lock()
+            if writerCompressor == nil { writerCompressor = box }
+            condition.unlock()
         }
         let compressor = ZstdCompressor(warmFor: frameBytes, level: level)
-        var idle = false
         while true {
             condition.lock()
-            while !stopping && (jobs.isEmpty || running >= compressionLimit) { condition.wait() }
+            while !stopping && (jobs.isEmpty || running >= workerLimit || paused) { condition.wait() }
             if stopping {
                 condition.unlock()
                 return
             }
             let job = jobs.removeFirst()
             running += 1
-            let yieldNow = yields && FramePool.mayLeaveIdle
             condition.unlock()
-            if yieldNow != idle {
-                var parameters = sched_param()
-                if sched_setscheduler(0, yieldNow ? FramePool.schedIdle : SCHED_OTHER, &parameters) == 0 { idle = yieldNow }
-            }
             var frame = job.frame
             let input = UnsafeRawBufferPointer(rebasing: raw(frame.slot).prefix(frame.length))
             frame.length = Zstd.compress(input, into: output(frame.slot), level: level, context: compressor)
@@ -681,10 +719,10 @@ public final class FramePool: @unchecked Sendable {
         }
     }
 
-    /// Sets whether compression runs at idle priority from the next frame on.
-    func setYields(_ value: Bool) {
+    /// Sets whether workers may start compressions.
+    func setPaused(_ value: Bool) {
         condition.lock()
-        yields = value
+        paused = value
         condition.broadcast()
         condition.unlock()
     }
@@ -727,16 +765,30 @@ public final class FramePool: @unchecked Sendable {
         return done.removeValue(forKey: sequence)
     }
 
-    /// Frame `sequence`, once its compression has finished; the writer's core is lent to
-    /// compression meanwhile.
-    func waitLendingCore(for sequence: Int) -> Frame {
+    /// Frame `sequence`, once its compression has finished. Meanwhile the calling (writer's)
+    /// thread compresses queued frames itself, oldest first, paused or not: its core is
+    /// awake already, where handing it to one more worker would wait for that thread to be
+    /// woken and placed (traced after a thaw: often it was not, and the last frames were
+    /// compressed one at a time).
+    func waitCompressing(for sequence: Int) -> Frame {
         condition.lock()
         defer { condition.unlock() }
-        if let ready = done.removeValue(forKey: sequence) { return ready }
-        writerWaiting = true
-        condition.broadcast()
-        while done[sequence] == nil { condition.wait() }
-        writerWaiting = false
-        return done.removeValue(forKey: sequence)!
+        while true {
+            if let ready = done.removeValue(forKey: sequence) { return ready }
+            guard !jobs.isEmpty else {
+                condition.wait()
+                continue
+            }
+            // Made by the first worker as it starts; made here if the writer comes first.
+            let box = writerCompressor ?? CompressorBox(ZstdCompressor(warmFor: frameBytes, level: level))
+            writerCompressor = box
+            let job = jobs.removeFirst()
+            condition.unlock()
+            var frame = job.frame
+            let input = UnsafeRawBufferPointer(rebasing: raw(frame.slot).prefix(frame.length))
+            frame.length = Zstd.compress(input, into: output(frame.slot), level: level, context: box.compressor)
+            condition.lock()
+            done[job.sequence] = frame
+        }
     }
 }

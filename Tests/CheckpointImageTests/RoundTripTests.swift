@@ -290,6 +290,67 @@ import ImageFixtures
         }
     }
 
+    /// An increment whose written pages are read scattered (as a tracked capture reads
+    /// them: runs with inherited gaps, several runs a read, straight into the frames)
+    /// holds the same memory as one that appended every page, whatever the frame size
+    /// and the number of runs a read may take.
+    @Test(arguments: 1...8)
+    func scatteredReadsGiveTheSameMemory(seed: UInt64) throws {
+        var g = SeededGenerator(seed: seed)
+        let base = MemoryModel.random(&g, pageSize: 4096, vmaCount: 4, maxPages: 60)
+        let model = ChainTests.mutate(base, fraction: 0.2, oneToZero: true, &g).model
+        let dir = try TempDir("scattered")
+        defer { dir.remove() }
+        var options = ImageWriterOptions()
+        options.pagesPerFrame = UInt32(1 + seed % 5)
+        options.pageSize = 4096
+        try writeImage(base, to: dir.file("base.ccimg"), options: options)
+        let chain = try ImageChain.open(path: dir.file("base.ccimg"))
+        let path = dir.file("child.ccimg")
+        options.uuid = ImageUUID.random()
+        let writer = try ImageWriter(output: try ImageOutput(path: path), options: options, parent: chain)
+        var process = Ccimg_V1_ProcessInfo()
+        process.pid = 777
+        try writer.addSection(.process, process)
+        let maxPieces = g.int(1...4)
+        var reads = 0
+        for ((vma, pages), (_, before)) in zip(model.vmas, base.vmas) {
+            try writer.beginVma(vma)
+            // Written: every changed page and some others; never a page that is not populated.
+            let written = pages.indices.map { i in pages[i] != nil && (pages[i] != before[i] || g.chance(0.2)) }
+            var runs: [ImageWriter.ScatteredRun] = []
+            var firstPages: [Int] = []
+            var end = 0
+            var i = 0
+            while i < written.count {
+                guard written[i] else { i += 1; continue }
+                var j = i + 1
+                while j < written.count && written[j] { j += 1 }
+                runs.append(ImageWriter.ScatteredRun(gap: UInt64(i - end), count: j - i))
+                firstPages.append(i)
+                end = j
+                i = j
+            }
+            try writer.appendScatteredPages(runs, maxPieces: maxPieces) { buffer, pieces in
+                #expect(pieces.count <= maxPieces)
+                reads += 1
+                var offset = 0
+                for piece in pieces {
+                    for k in 0..<piece.count {
+                        let page = pages[firstPages[piece.run] + piece.first + k]!
+                        page.withUnsafeBytes { (buffer.baseAddress! + offset).copyMemory(from: $0.baseAddress!, byteCount: 4096) }
+                        offset += 4096
+                    }
+                }
+                #expect(offset == buffer.count)
+            }
+            writer.appendInherited(count: UInt64(written.count - end))
+        }
+        try writer.finish()
+        try ChainTests.expectMemory(try ImageChain.open(path: path), equals: model, "seed \(seed)")
+        #expect(ImageVerifier.verify(path: path, deep: true).isValid)
+    }
+
     /// The smoke test that used to be Placeholder.swift: 600 pages, 300 of them zero.
     @Test func largeVmaRoundTrip() throws {
         let dir = try TempDir("smoke")
