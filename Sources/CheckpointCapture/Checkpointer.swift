@@ -95,6 +95,8 @@ public enum Checkpointer {
         // This process's tracking note (from an earlier --track), read once.
         let savedNote = DirtyTracking.Note.load(pid: pid)
         var parent: ImageChain? = options.openParent
+        // Whether the note's record of the parent chain (identities, paths) still holds.
+        var noteHoldsChain = options.openParent != nil
         if parent == nil, let parentPath = options.parentPath {
             do throws(ImageError) {
                 // The tracking note, if any, says where this process's earlier images are.
@@ -105,6 +107,7 @@ public enum Checkpointer {
                 // Every block of the chain is checked — unless the chain ends in this process's last
                 // tracked image and every image of it was verified before and is unchanged since.
                 let unchanged = savedNote.map { $0.imageUUID == parent!.top.header.uuid.description && $0.vouchesFor(parent!) } ?? false
+                noteHoldsChain = unchanged
                 if !unchanged {
                     let report = ImageVerifier.verify(path: parentPath, deep: false, storeDirectories: options.storeDirectories)
                     if let problem = report.problems.first { throw problem }
@@ -256,11 +259,17 @@ public enum Checkpointer {
             if var newNote {
                 newNote.imageUUID = image.uuid.description
                 // The parent chain was verified (or vouched for) above; the new image as it was written.
+                // Where the note already recorded a parent as verified, that record stands (as it was
+                // when verified, and without a stat and a realpath per image at every increment).
+                let known = noteHoldsChain ? savedNote : nil
                 let written = (parent?.images ?? []).map { ($0.header.uuid.description, $0.path) }
                     + [(newNote.imageUUID, image.path ?? "")]
-                newNote.verified = Dictionary(uniqueKeysWithValues: written.map { ($0.0, DirtyTracking.Note.identity(ofFile: $0.1)) })
+                newNote.verified = Dictionary(uniqueKeysWithValues: written.map { uuid, path in
+                    (uuid, known?.verified[uuid] ?? DirtyTracking.Note.identity(ofFile: path))
+                })
                 newNote.paths = Dictionary(uniqueKeysWithValues: written.compactMap { uuid, path in
-                    realpath(path, nil).map { resolved in
+                    if let recorded = known?.paths[uuid] { return (uuid, recorded) }
+                    return realpath(path, nil).map { resolved in
                         defer { free(resolved) }
                         return (uuid, String(cString: resolved))
                     }

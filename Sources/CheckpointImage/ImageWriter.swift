@@ -638,6 +638,9 @@ public final class FramePool: @unchecked Sendable {
     }
     /// While set, workers start no compression; see ``ImageWriter/withCompressionPaused(_:)``.
     private var paused = false
+    /// SCHED_BATCH (<linux/sched.h>); glibc defines it only for _GNU_SOURCE. Any thread may
+    /// switch itself to it: it keeps its nice value and needs no privilege.
+    private static let schedBatch: Int32 = 3
 
     init(slots: Int, frameBytes: Int, level: Int32) {
         self.frameBytes = frameBytes
@@ -697,6 +700,13 @@ public final class FramePool: @unchecked Sendable {
             if writerCompressor == nil { writerCompressor = box }
             condition.unlock()
         }
+        // SCHED_BATCH: a fair share of the CPU, but a worker woken for a new frame does not
+        // preempt the thread that woke it (sched(7); the scheduler's wakeup preemption skips
+        // batch tasks). Woken on the writer's core, a worker used to take it over and keep
+        // it while it compressed frame after frame, the other core idle: during a capture's
+        // freeze, the thread the frozen process waits on stood still for up to 3.5 ms.
+        var parameters = sched_param()
+        _ = sched_setscheduler(0, FramePool.schedBatch, &parameters)
         let compressor = ZstdCompressor(warmFor: frameBytes, level: level)
         while true {
             condition.lock()
