@@ -268,3 +268,8 @@ long cc_spawn_actions_closefrom(void *actions, int from) {
 long cc_start_writeback(int fd, uint64_t offset, uint64_t length) {
     CC_RET(sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE));
 }
+
+long cc_find_bytes(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    const char *hit = memmem(haystack, haystack_len, needle, needle_len);
+    return hit ? (long)(hit - (const char *)haystack) : -1;
+}

@@ -138,6 +138,8 @@ public enum Checkpointer {
         let note = existing.flatMap { n in parent.map { $0.top.header.uuid.description == n.imageUUID } == true ? n : nil }
         let mode = parent == nil ? "full" : note != nil ? "uffd-wp" : "hash-compare"
 
+        ParkingGadgets.prepare()
+
         // Freeze.
         phase("prepared", since: start)
         var traced = try TracedProcess(seizing: pid)

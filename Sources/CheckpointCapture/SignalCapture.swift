@@ -42,8 +42,9 @@ enum InjectedCapture {
             result.signals.actions.append(action)
         }
         // The vdso's `syscall` instruction, found once for every thread.
+        let maps = ProcFS.parseMaps((try? ProcFS.read("/proc/\(pid)/maps")) ?? "")
         guard let first = stopped.first(where: { !$0.groupStopped }),
-              let syscallAddress = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
+              let syscallAddress = SyscallInjector.vdsoSyscallAddress(pid: pid, maps: maps) else {
             result.warnings.append("the process is stopped by a signal: handler addresses, alternate stacks and timers are not captured")
             return result
         }
@@ -51,7 +52,7 @@ enum InjectedCapture {
         // Every thread that takes calls is parked first (SyscallInjector): a kill -9 of ccpm
         // in the middle leaves them where they were.
         let injected = stopped.filter { !$0.groupStopped }
-        try injector.withScratchPage(threads: injected.count) { injector, scratch, parking in
+        try injector.withParking(threads: injected, maps: maps) { injector, scratch, parkOther in
             let currentBreak = try injector.call(X86Syscall.brk, [0])
             if currentBreak > 0 { result.brk = UInt64(currentBreak) }
             if createUserfaultfd {
@@ -92,7 +93,7 @@ enum InjectedCapture {
             // Per-thread state: each thread asks for its own.
             for (k, thread) in injected.enumerated() where thread.tid != injector.tid {
                 var own = SyscallInjector(pid: pid, tid: thread.tid, syscallAddress: syscallAddress)
-                try own.park(stub: parking, frame: parking + 64 + UInt64(k * SyscallInjector.parkingFrameBytes))
+                try parkOther(&own, k)
                 do { try perThread(&own, scratch: scratch, into: &result) } catch {
                     try? own.unpark()    // before its stub is unmapped
                     throw error

@@ -84,10 +84,12 @@ struct FailureTests {
         #expect(CaptureSupport.files(in: "\(dir)/small").isEmpty, "no temporary file left either")
     }
 
-    /// kill -9 while system calls are being injected: each thread is parked on a stub that
-    /// brings it back to its own registers, signal mask and interrupted system call.
-    @Test(arguments: [1, 10, 12, 14, 16, 19])
-    func killNineWhileThreadsAreParked(afterCall: Int) throws {
+    /// kill -9 while system calls are being injected: each thread is parked on a frame that
+    /// brings it back to its own registers, signal mask and interrupted system call — on its
+    /// own stack, or (CCPM_PARKING=page) in a parking page.
+    @Test(arguments: [(1, "stack"), (10, "stack"), (12, "stack"), (14, "stack"), (16, "stack"), (19, "stack"),
+                      (1, "page"), (12, "page"), (19, "page")])
+    func killNineWhileThreadsAreParked(afterCall: Int, parking: String) throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let program = try CaptureSupport.program("state")
@@ -96,7 +98,8 @@ struct FailureTests {
         let reference = try CaptureSupport.Target(program, ["30", "\(dir)/ref.txt"], in: dir)
         let target = try CaptureSupport.Target(program, ["30", "\(dir)/file.txt"], in: dir)
         let output = "\(dir)/parked.ccimg"
-        let p = try CaptureSupport.spawn("/usr/bin/env", ["CCPM_FAULT=stop-parked:\(afterCall)", ccpm, "checkpoint", "\(target.pid)", "-o", output],
+        let p = try CaptureSupport.spawn("/usr/bin/env", ["CCPM_FAULT=stop-parked:\(afterCall)", "CCPM_PARKING=\(parking)",
+                                                           ccpm, "checkpoint", "\(target.pid)", "-o", output],
                                          stdout: nil, stderr: nil)
         let stoppedThere = CaptureSupport.waitUntil(seconds: 10) {
             let stat = (try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? ""

@@ -110,6 +110,11 @@ long cc_spawn_stopped(const struct cc_spawn_request *request);
 long cc_pipe_peek(int fd, void *buf, size_t len);
 long cc_fionread(int fd, int *n);
 
+// ---- memory search ------------------------------------------------------------
+/// The offset of the first occurrence of `needle` in `haystack` (memmem(3), a GNU
+/// extension), or -1.
+long cc_find_bytes(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
+
 // ---- userfaultfd write-protect tracking and PAGEMAP_SCAN (Linux 6.7) ------------
 #define CC_UFFD_FEATURE_WP_UNPOPULATED (1ULL << 13)
 #define CC_UFFD_FEATURE_WP_ASYNC (1ULL << 15)
