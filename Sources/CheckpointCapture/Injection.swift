@@ -124,13 +124,13 @@ package struct SyscallInjector {
     static let redZone: UInt64 = 128
 
     /// Parks the thread: writes an rt_sigframe that brings back its registers, signal mask
-    /// and x87/SSE state, and from then on runs every call at `gadgets.syscallReturn` with
+    /// and XSAVE state, and from then on runs every call at `gadgets.syscallReturn` with
     /// the stack pointer at the frame, whose first word (the return address) is
     /// `gadgets.restorer`. The frame is at `frame` (a parking page mapped by an earlier
     /// call), or with nil on the thread's own stack, below its red zone, where the bytes
     /// it covers are kept and put back on ``unpark()``. The frame follows the kernel's
     /// x86-64 layout (arch/x86/include/asm/sigframe.h, uapi sigcontext.h): return address,
-    /// ucontext, siginfo, then the FXSAVE area. On the stack, `reserve` bytes more are kept
+    /// ucontext, siginfo, then the XSAVE area. On the stack, `reserve` bytes more are kept
     /// free below the frame (see ``parkedFrame``), and put back with it.
     package mutating func park(gadgets: ParkingGadgets, frame given: UInt64?, reserve: Int = 0) throws(SystemCallError) {
         precondition(parking == nil && (given ?? 0) % 64 == 0)
