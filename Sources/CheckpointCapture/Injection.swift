@@ -419,7 +419,8 @@ package struct ParkingGadgets: Sendable {
     }
 
     static func isCLibrary(_ entry: ProcFS.MapsEntry) -> Bool {
-        entry.path.contains("/libc.so") || entry.path.contains("/libc-")
+        let name = entry.path.split(separator: "/").last.map(String.init) ?? ""
+        return name.hasPrefix("libc.so") || name.hasPrefix("libc-")
     }
 
     /// Finds the gadgets of ccpm's own C library now (about 0.1 ms, once), so that a
