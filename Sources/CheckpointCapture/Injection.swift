@@ -136,13 +136,28 @@ package struct SyscallInjector {
         precondition(parking == nil && (given ?? 0) % 64 == 0)
         var regs = user_regs_struct()
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &regs))
-        let frame = given ?? SyscallInjector.stackFrame(below: regs.rsp)
         var mask: UInt64 = 0
         try kernelCall("ptrace(PTRACE_GETSIGMASK)", cc_ptrace_getsigmask(tid, &mask))
         var xstate = [UInt8](repeating: 0, count: 4096)
         let n = try kernelCall("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE)",
                                xstate.withUnsafeMutableBytes { cc_ptrace_getregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
         guard n >= 512 else { throw SystemCallError("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE): short", errno: EIO) }
+        // The thread's whole XSAVE state goes in the frame, as the kernel writes it into a
+        // signal frame: ptrace gives it in the same (standard) format, with the same
+        // software-reserved bytes at 464 (FP_XSTATE_MAGIC1, extended size, features, XSAVE
+        // size); the frame adds FP_XSTATE_MAGIC2 after it (uapi sigcontext.h). rt_sigreturn
+        // then restores AVX and AVX-512 registers too, which a thread may be using wherever it
+        // was stopped (a frame of FXSAVE only lost their upper halves: a libc routine stopped
+        // midway went on with wrong data). If the state does not fit or does not look like
+        // that, only the FXSAVE part goes in, its software-reserved bytes zeroed.
+        let fpstate = 448            // 64-byte aligned, after ucontext (304 bytes) and siginfo (128)
+        func word32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(xstate[at + $1]) << (8 * UInt32($1)) } }
+        let xstateSize = Int(word32(480))
+        let wholeState = word32(464) == 0x4650_5853 && xstateSize >= 576 && xstateSize <= n && Int(word32(468)) == xstateSize + 4
+            && fpstate + xstateSize + 4 <= SyscallInjector.parkingFrameBytes
+        // On the stack, only as many bytes as the frame needs.
+        let frameBytes = given != nil ? SyscallInjector.parkingFrameBytes : (fpstate + (wholeState ? xstateSize + 4 : 512) + 63) & ~63
+        let frame = given ?? SyscallInjector.stackFrame(below: regs.rsp, bytes: frameBytes)
         // Resuming from the frame must do what resuming from the stop would: re-enter an
         // interrupted system call (the kernel's restart, which rt_sigreturn does not do).
         var resume = regs
@@ -153,7 +168,7 @@ package struct SyscallInjector {
             default: break
             }
         }
-        var bytes = [UInt8](repeating: 0, count: SyscallInjector.parkingFrameBytes)
+        var bytes = [UInt8](repeating: 0, count: frameBytes)
         func put(_ value: UInt64, at offset: Int) {
             for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
         }
@@ -171,21 +186,9 @@ package struct SyscallInjector {
             put(value, at: sc + 8 * i)
         }
         put(resume.cs | (resume.ss << 48), at: sc + 144)    // cs, gs, fs, ss (16 bits each)
-        let fpstate = 448            // 64-byte aligned, after ucontext (304 bytes) and siginfo (128)
         put(frame + UInt64(fpstate), at: sc + 184)
         put(mask, at: uc + 296)      // uc_sigmask
-        // The thread's whole XSAVE state, as the kernel writes it into a signal frame: ptrace
-        // gives it in the same (standard) format, with the same software-reserved bytes at
-        // 464 (FP_XSTATE_MAGIC1, extended size, features, XSAVE size); the frame adds
-        // FP_XSTATE_MAGIC2 after it (uapi sigcontext.h). rt_sigreturn then restores AVX and
-        // AVX-512 registers too, which a thread may be using wherever it was stopped (a
-        // frame of FXSAVE only lost their upper halves: a libc string routine stopped midway
-        // went on with wrong data). If the state does not fit or does not look like that,
-        // only the FXSAVE part goes in, its software-reserved bytes zeroed.
-        func word32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(xstate[at + $1]) << (8 * UInt32($1)) } }
-        let xstateSize = Int(word32(480))
-        if word32(464) == 0x4650_5853, xstateSize >= 576, xstateSize <= n, Int(word32(468)) == xstateSize + 4,
-           fpstate + xstateSize + 4 <= bytes.count {
+        if wholeState {
             bytes.replaceSubrange(fpstate..<(fpstate + xstateSize), with: xstate[0..<xstateSize])
             for (i, b) in [UInt8(0x45), 0x58, 0x50, 0x46].enumerated() { bytes[fpstate + xstateSize + i] = b }  // FP_XSTATE_MAGIC2
         } else {
@@ -200,9 +203,9 @@ package struct SyscallInjector {
     /// The parked thread's frame (below it, on its stack, the `reserve` bytes of ``park``).
     package var parkedFrame: UInt64? { parking?.frame }
 
-    /// Where a frame goes on a thread's own stack: below its red zone, 64-byte aligned.
-    static func stackFrame(below sp: UInt64) -> UInt64 {
-        (sp - redZone - UInt64(parkingFrameBytes)) & ~63
+    /// Where a frame of `bytes` goes on a thread's own stack: below its red zone, 64-byte aligned.
+    static func stackFrame(below sp: UInt64, bytes: Int = parkingFrameBytes) -> UInt64 {
+        (sp - redZone - UInt64(bytes)) & ~63
     }
 
     /// Brings a parked thread back to an interrupt stop like the one the seize left it
