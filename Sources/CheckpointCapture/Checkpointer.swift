@@ -85,7 +85,7 @@ public enum Checkpointer {
     /// Nothing here touches the target. (Small process, 30-40 alternating rounds: freeze
     /// median 4.4 → 3.6-3.95 ms, total 11.45-12.45 → 11.0-11.15 ms; a 64 MiB one-shot
     /// increment, 15.5 → 14.4 ms in ccpm.)
-    static func warmUp() {
+    private static func warmUp() {
         ParkingGadgets.prepare()
         _ = ThreadCapture.restartCodes[0]
         if let status = try? ProcFS.read("/proc/self/status") { _ = ProcFS.parseStatus(status) }
@@ -93,6 +93,7 @@ public enum Checkpointer {
         if let fdinfo = try? ProcFS.read("/proc/self/fdinfo/0") { _ = ProcFS.parseFdinfo(fdinfo) }
         var counts: [PageState: UInt64] = [:]
         for state in PageState.allCases { counts[state, default: 0] += 1 }
+        // Each section's record, with one element in its repeated fields.
         var threads = Ccimg_V1_ThreadList()
         threads.threads = [Ccimg_V1_ThreadState()]
         var handles = Ccimg_V1_HandleTable()
@@ -113,14 +114,18 @@ public enum Checkpointer {
         _ = try? Ccimg_V1_SocketTable().serializedBytes() as [UInt8]
     }
 
+    /// The warm-up, started by the first capture of this ccpm: later ones (a `ccpm track`
+    /// session's) find that code warm already. Never joined: it ends in a few milliseconds,
+    /// and nothing waits for it.
+    nonisolated(unsafe) private static let warmingUp = JoinableThread { warmUp() }
+
     /// Checkpoints `pid` into `output`. On any failure the process is left
     /// running as it was (detached, nothing injected) and nothing appears at
     /// a file output's path.
     public static func checkpoint(pid: Int32, to output: consuming ImageOutput,
                                   options: CheckpointOptions = CheckpointOptions()) throws(CaptureError) -> CheckpointSummary {
         let start = now()
-        let warming = JoinableThread { Checkpointer.warmUp() }
-        defer { withExtendedLifetime(warming) {} }    // joined when the capture ends
+        _ = warmingUp
         guard pid > 0 else { throw CaptureError(.noSuchProcess, "\(pid) is not a process ID", pid: pid) }
         if Glibc.kill(pid, 0) != 0 {
             let e = errno

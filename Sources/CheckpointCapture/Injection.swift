@@ -421,6 +421,11 @@ package struct ParkingGadgets: Sendable {
         }
     }
 
+    /// Where in `bytes` the two gadgets first appear, each if it does.
+    static func locate(in bytes: UnsafeRawBufferPointer) -> (syscallReturn: Int?, restorer: Int?) {
+        (firstIndex(of: syscallReturnBytes, in: bytes), restorerBytes.lazy.compactMap { firstIndex(of: $0, in: bytes) }.first)
+    }
+
     static func isCLibrary(_ entry: ProcFS.MapsEntry) -> Bool {
         let name = entry.path.split(separator: "/").last.map(String.init) ?? ""
         return name.hasPrefix("libc.so") || name.hasPrefix("libc-")
@@ -432,13 +437,12 @@ package struct ParkingGadgets: Sendable {
 
     /// The gadgets' file offsets in ccpm's own C library and that file's identity, found
     /// once by searching ccpm's own memory.
-    nonisolated(unsafe) private static let ownLibrary: (device: (major: UInt32, minor: UInt32), inode: UInt64,
+    private static let ownLibrary: (device: (major: UInt32, minor: UInt32), inode: UInt64,
                                                         syscallReturn: UInt64, restorer: UInt64)? = {
         guard let text = try? ProcFS.read("/proc/self/maps") else { return nil }
         for entry in ProcFS.parseMaps(text) where entry.execute && entry.read && isCLibrary(entry) {
             let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.start)), count: Int(entry.end - entry.start))
-            guard let call = firstIndex(of: syscallReturnBytes, in: bytes),
-                  let restore = restorerBytes.lazy.compactMap({ firstIndex(of: $0, in: bytes) }).first else { continue }
+            guard case let (call?, restore?) = locate(in: bytes) else { continue }
             return (entry.device, entry.inode, entry.offset + UInt64(call), entry.offset + UInt64(restore))
         }
         return nil
@@ -460,13 +464,9 @@ package struct ParkingGadgets: Sendable {
                 let n = buffer.withUnsafeMutableBytes { cc_process_vm_read(pid, $0.baseAddress, count, at) }
                 guard n == count else { break }
                 budget -= count
-                buffer.withUnsafeBytes { raw in
-                    let bytes = UnsafeRawBufferPointer(rebasing: raw.prefix(count))
-                    if syscallReturn == nil, let i = firstIndex(of: syscallReturnBytes, in: bytes) { syscallReturn = at + UInt64(i) }
-                    if restorer == nil, let i = restorerBytes.lazy.compactMap({ firstIndex(of: $0, in: bytes) }).first {
-                        restorer = at + UInt64(i)
-                    }
-                }
+                let found = buffer.withUnsafeBytes { locate(in: UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+                syscallReturn = syscallReturn ?? found.syscallReturn.map { at + UInt64($0) }
+                restorer = restorer ?? found.restorer.map { at + UInt64($0) }
                 at += UInt64(count < piece ? count : count - overlap)
             }
             if let syscallReturn, let restorer { return ParkingGadgets(syscallReturn: syscallReturn, restorer: restorer) }

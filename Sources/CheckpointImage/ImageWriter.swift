@@ -300,13 +300,7 @@ public final class ImageWriter {
             let pages = min((pool.frameBytes - start) / pageSize, count - done)
             let frame = pool.raw(fillingSlot).baseAddress!
             try fill(UnsafeMutableRawBufferPointer(start: frame + start, count: pages * pageSize), done)
-            for k in 0..<pages {
-                let page = frame + start + k * pageSize
-                guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { continue }
-                // Stored: it moves down over the pages before it that were not (zero, inherited, dedup).
-                if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
-                frameFill += pageSize
-            }
+            for k in 0..<pages { keepInFrame(frame + start + k * pageSize, frame: frame) }
             if frameFill == pool.frameBytes { try sealFrame() }
             done += pages
         }
@@ -362,15 +356,21 @@ public final class ImageWriter {
                 if piece.first == 0 { appendInherited(count: runs[piece.run].gap) }
                 precondition(UInt64(piece.count) <= currentPagesLeft, "more pages than the VMA holds")
                 for _ in 0..<piece.count {
-                    defer { page += pageSize }
-                    guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { continue }
-                    // Stored: it moves down over the pages before it that were not (zero, inherited, dedup).
-                    if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
-                    frameFill += pageSize
+                    keepInFrame(page, frame: frame)
+                    page += pageSize
                 }
             }
             if frameFill == pool.frameBytes { try sealFrame() }
         }
+    }
+
+    /// Classifies a page read into the frame being filled, at or after `frameFill`; a
+    /// stored page moves down over the pages before it that were not (zero, inherited,
+    /// dedup).
+    private func keepInFrame(_ page: UnsafeMutableRawPointer, frame: UnsafeMutableRawPointer) {
+        guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { return }
+        if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
+        frameFill += pageSize
     }
 
     private func appendOnePage(_ page: UnsafeRawBufferPointer) throws(ImageError) {

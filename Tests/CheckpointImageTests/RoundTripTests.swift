@@ -274,16 +274,10 @@ import ImageFixtures
     /// appended from a buffer: zero, duplicate and inherited pages are taken out in place.
     @Test(arguments: 1...8)
     func pagesReadInPlaceGiveTheSameBytes(seed: UInt64) throws {
-        var g = SeededGenerator(seed: seed)
-        let base = MemoryModel.random(&g, pageSize: 4096, vmaCount: 4, maxPages: 40)
-        let model = ChainTests.mutate(base, fraction: 0.3, oneToZero: true, &g).model
-        let dir = try TempDir("in-place")
+        let changed = try ChangedMemory(seed: seed, name: "in-place", maxPages: 40, fraction: 0.3)
+        let (model, dir, options) = (changed.model, changed.dir, changed.options)
         defer { dir.remove() }
-        var options = ImageWriterOptions()
-        options.pagesPerFrame = UInt32(1 + seed % 5)
-        try writeImage(base, to: dir.file("base.ccimg"), options: options)
-        let chain = try ImageChain.open(path: dir.file("base.ccimg"))
-        for (name, parent) in [("full", nil), ("child", chain)] as [(String, ImageChain?)] {
+        for (name, parent) in [("full", nil), ("child", changed.chain)] as [(String, ImageChain?)] {
             try writeImage(model, to: dir.file("\(name)-a.ccimg"), options: options, parent: parent)
             try writeImage(model, to: dir.file("\(name)-b.ccimg"), options: options, parent: parent, inPlace: true)
             #expect(try readBytes(dir.file("\(name)-a.ccimg")) == readBytes(dir.file("\(name)-b.ccimg")), "\(name), seed \(seed)")
@@ -296,28 +290,22 @@ import ImageFixtures
     /// and the number of runs a read may take.
     @Test(arguments: 1...8)
     func scatteredReadsGiveTheSameMemory(seed: UInt64) throws {
-        var g = SeededGenerator(seed: seed)
-        let base = MemoryModel.random(&g, pageSize: 4096, vmaCount: 4, maxPages: 60)
-        let model = ChainTests.mutate(base, fraction: 0.2, oneToZero: true, &g).model
-        let dir = try TempDir("scattered")
+        var changed = try ChangedMemory(seed: seed, name: "scattered", maxPages: 60, fraction: 0.2)
+        let (base, model, dir, chain) = (changed.base, changed.model, changed.dir, changed.chain)
+        var options = changed.options
         defer { dir.remove() }
-        var options = ImageWriterOptions()
-        options.pagesPerFrame = UInt32(1 + seed % 5)
-        options.pageSize = 4096
-        try writeImage(base, to: dir.file("base.ccimg"), options: options)
-        let chain = try ImageChain.open(path: dir.file("base.ccimg"))
         let path = dir.file("child.ccimg")
         options.uuid = ImageUUID.random()
         let writer = try ImageWriter(output: try ImageOutput(path: path), options: options, parent: chain)
         var process = Ccimg_V1_ProcessInfo()
         process.pid = 777
         try writer.addSection(.process, process)
-        let maxPieces = g.int(1...4)
+        let maxPieces = changed.generator.int(1...4)
         var reads = 0
         for ((vma, pages), (_, before)) in zip(model.vmas, base.vmas) {
             try writer.beginVma(vma)
             // Written: every changed page and some others; never a page that is not populated.
-            let written = pages.indices.map { i in pages[i] != nil && (pages[i] != before[i] || g.chance(0.2)) }
+            let written = pages.indices.map { i in pages[i] != nil && (pages[i] != before[i] || changed.generator.chance(0.2)) }
             var runs: [ImageWriter.ScatteredRun] = []
             var firstPages: [Int] = []
             var end = 0
@@ -390,5 +378,30 @@ import ImageFixtures
         let heap = try #require(chain.top.memoryMap.first { $0.role == .heap })
         let across = try chain.readMemory(address: heap.start + 4096 - 10, length: 20)
         #expect(across == Array(try chain.pageBytes(at: heap.start)!.suffix(10)) + Array(try chain.pageBytes(at: heap.start + 4096)!.prefix(10)))
+    }
+}
+
+/// The set-up of the tests of pages read straight into frames: a seeded random memory,
+/// written as a base image (opened as a chain), and a copy with a fraction of its pages
+/// changed; `generator` goes on from there.
+struct ChangedMemory {
+    var generator: SeededGenerator
+    let base: MemoryModel
+    let model: MemoryModel
+    let dir: TempDir
+    let options: ImageWriterOptions
+    let chain: ImageChain
+
+    init(seed: UInt64, name: String, maxPages: Int, fraction: Double) throws {
+        generator = SeededGenerator(seed: seed)
+        base = MemoryModel.random(&generator, pageSize: 4096, vmaCount: 4, maxPages: maxPages)
+        model = ChainTests.mutate(base, fraction: fraction, oneToZero: true, &generator).model
+        dir = try TempDir(name)
+        var options = ImageWriterOptions()
+        options.pagesPerFrame = UInt32(1 + seed % 5)
+        options.pageSize = 4096
+        self.options = options
+        try writeImage(base, to: dir.file("base.ccimg"), options: options)
+        chain = try ImageChain.open(path: dir.file("base.ccimg"))
     }
 }
