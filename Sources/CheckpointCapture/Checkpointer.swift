@@ -80,13 +80,13 @@ public enum Checkpointer {
     /// Pays, on another core, costs that a capture's first use of some code has in a fresh
     /// ccpm — the Swift runtime instantiating metadata and looking up conformances (for
     /// protobuf encoding of repeated records, for dictionaries keyed by page states), the
-    /// tables and parsers of /proc files, the parking gadgets of ccpm's own C library —
-    /// while the capture's own thread opens the parent chain and seizes the process.
-    /// Nothing here touches the target. (Small process, 30-40 alternating rounds: freeze
+    /// tables and parsers of /proc files, the parking gadgets in the target's C library
+    /// file — while the capture's own thread opens the parent chain and seizes the
+    /// process. Of the target, it reads only /proc/PID/maps. (Small process, 30-40 alternating rounds: freeze
     /// median 4.4 → 3.6-3.95 ms, total 11.45-12.45 → 11.0-11.15 ms; a 64 MiB one-shot
     /// increment, 15.5 → 14.4 ms in ccpm.)
-    private static func warmUp() {
-        ParkingGadgets.prepare()
+    private static func warmUp(pid: Int32) {
+        ParkingGadgets.prepare(pid: pid)
         _ = ThreadCapture.restartCodes[0]
         if let status = try? ProcFS.read("/proc/self/status") { _ = ProcFS.parseStatus(status) }
         if let stat = try? ProcFS.read("/proc/self/stat") { _ = ProcFS.parseStat(stat) }
@@ -117,7 +117,11 @@ public enum Checkpointer {
     /// The warm-up, started by the first capture of this ccpm: later ones (a `ccpm track`
     /// session's) find that code warm already. Never joined: it ends in a few milliseconds,
     /// and nothing waits for it.
-    nonisolated(unsafe) private static let warmingUp = JoinableThread { warmUp() }
+    nonisolated(unsafe) private static var warmingUp: JoinableThread? = nil
+    private static let warmingUpLock = Lock()
+    private static func startWarmUp(pid: Int32) {
+        warmingUpLock.withLock { if warmingUp == nil { warmingUp = JoinableThread { warmUp(pid: pid) } } }
+    }
 
     /// Checkpoints `pid` into `output`. On any failure the process is left
     /// running as it was (detached, nothing injected) and nothing appears at
@@ -125,7 +129,6 @@ public enum Checkpointer {
     public static func checkpoint(pid: Int32, to output: consuming ImageOutput,
                                   options: CheckpointOptions = CheckpointOptions()) throws(CaptureError) -> CheckpointSummary {
         let start = now()
-        _ = warmingUp
         guard pid > 0 else { throw CaptureError(.noSuchProcess, "\(pid) is not a process ID", pid: pid) }
         if Glibc.kill(pid, 0) != 0 {
             let e = errno
@@ -133,6 +136,7 @@ public enum Checkpointer {
                 : CaptureError.from(SystemCallError("kill(0)", errno: e), pid: pid, doing: "signal the process")
         }
         guard pid != getpid() else { throw CaptureError(.unsupported, "ccpm cannot checkpoint itself", pid: pid) }
+        startWarmUp(pid: pid)
 
         // Everything that can fail without touching the process comes first.
         // This process's tracking note (from an earlier --track), read once.

@@ -393,18 +393,18 @@ package struct ParkingGadgets: Sendable {
     static let restorerBytes: [[UInt8]] = [[0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
                                            [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]]
 
-    /// Both, in the process's executable file mappings; nil if either is missing. Where the
-    /// process maps the same C library file as ccpm (device and inode), at the offsets ccpm
-    /// found in its own copy, checked in the process's memory; else searched there — the C
-    /// library's text first, as its __restore_rt is near its start — through
-    /// process_vm_readv in 256 KiB pieces, at most 64 MiB in all (about 1 ms for glibc).
+    /// Both, in the process's executable file mappings; nil if either is missing. At the
+    /// offsets where they are in the file of the process's C library (``libraryOffsets(_:)``),
+    /// checked in the process's memory; else searched there — the C library's text first,
+    /// as its __restore_rt is near its start — through process_vm_readv in 256 KiB pieces,
+    /// at most 64 MiB in all (about 1 ms for glibc).
     package static func find(pid: Int32, maps: [ProcFS.MapsEntry]) -> ParkingGadgets? {
-        if let own = ownLibrary,
-           let entry = maps.first(where: { $0.execute && $0.inode == own.inode && $0.device == own.device
-                                           && $0.offset <= min(own.syscallReturn, own.restorer)
-                                           && max(own.syscallReturn, own.restorer) < $0.offset + ($0.end - $0.start) }) {
-            let found = ParkingGadgets(syscallReturn: entry.start + (own.syscallReturn - entry.offset),
-                                       restorer: entry.start + (own.restorer - entry.offset))
+        for entry in maps where entry.execute && entry.read && isCLibrary(entry) {
+            guard let offsets = libraryOffsets(entry),
+                  entry.offset <= min(offsets.syscallReturn, offsets.restorer),
+                  max(offsets.syscallReturn, offsets.restorer) < entry.offset + (entry.end - entry.start) else { continue }
+            let found = ParkingGadgets(syscallReturn: entry.start + (offsets.syscallReturn - entry.offset),
+                                       restorer: entry.start + (offsets.restorer - entry.offset))
             if found.holds(pid: pid) { return found }
         }
         return search(pid: pid, maps: maps)
@@ -431,47 +431,100 @@ package struct ParkingGadgets: Sendable {
         return name.hasPrefix("libc.so") || name.hasPrefix("libc-")
     }
 
-    /// Finds the gadgets of ccpm's own C library now (about 0.1 ms, once), so that a
-    /// capture does it before it stops the process.
-    package static func prepare() { _ = ownLibrary }
-
-    /// The gadgets' file offsets in ccpm's own C library and that file's identity, found
-    /// once by searching ccpm's own memory.
-    private static let ownLibrary: (device: (major: UInt32, minor: UInt32), inode: UInt64,
-                                                        syscallReturn: UInt64, restorer: UInt64)? = {
-        guard let text = try? ProcFS.read("/proc/self/maps") else { return nil }
+    /// Finds, before a capture stops the process, the gadgets in the file of the C library
+    /// it maps (its /proc/PID/maps), so that ``find(pid:maps:)`` need not look for them
+    /// while the process is stopped.
+    package static func prepare(pid: Int32) {
+        guard let text = try? ProcFS.read("/proc/\(pid)/maps") else { return }
         for entry in ProcFS.parseMaps(text) where entry.execute && entry.read && isCLibrary(entry) {
-            let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.start)), count: Int(entry.end - entry.start))
-            guard case let (call?, restore?) = locate(in: bytes) else { continue }
-            return (entry.device, entry.inode, entry.offset + UInt64(call), entry.offset + UInt64(restore))
+            _ = libraryOffsets(entry)
         }
-        return nil
-    }()
+    }
+
+    /// A C library file: its device and inode.
+    private struct LibraryFile: Hashable {
+        var major: UInt32
+        var minor: UInt32
+        var inode: UInt64
+    }
+    private static let librariesLock = Lock()
+    /// The gadgets' file offsets in each C library file read so far (nil: not in it).
+    nonisolated(unsafe) private static var libraries: [LibraryFile: (syscallReturn: UInt64, restorer: UInt64)?] = [:]
+
+    /// The gadgets' offsets in the file that `entry` maps, read from that file (its text up
+    /// to both, 0.4 MiB of glibc's 1.4) once per file and ccpm; nil when the file cannot
+    /// be read here (another mount namespace), is not the very file mapped (device and
+    /// inode), or lacks either gadget in the mapped range.
+    static func libraryOffsets(_ entry: ProcFS.MapsEntry) -> (syscallReturn: UInt64, restorer: UInt64)? {
+        let file = LibraryFile(major: entry.device.major, minor: entry.device.minor, inode: entry.inode)
+        if let known = librariesLock.withLock({ libraries[file] }) { return known }
+        let found = readOffsets(entry)
+        librariesLock.withLock { libraries[file] = found }
+        return found
+    }
+
+    private static func readOffsets(_ entry: ProcFS.MapsEntry) -> (syscallReturn: UInt64, restorer: UInt64)? {
+        let fd = open(entry.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, UInt64(st.st_ino) == entry.inode else { return nil }
+        // glibc's encoding of a device number (gnu_dev_major, gnu_dev_minor).
+        let dev = UInt64(st.st_dev)
+        let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
+        let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
+        guard major == entry.device.major, minor == entry.device.minor else { return nil }
+        var scan = Scan()
+        scan.scan(from: entry.offset, to: entry.offset + (entry.end - entry.start)) { buffer, count, at in
+            var filled = 0
+            while filled < count {
+                let n = pread(fd, buffer + filled, count - filled, off_t(at) + off_t(filled))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                filled += n
+            }
+            return filled
+        }
+        guard let call = scan.syscallReturn, let restore = scan.restorer else { return nil }
+        return (call, restore)
+    }
 
     /// Searches the process's executable file mappings, the C library's first.
     static func search(pid: Int32, maps: [ProcFS.MapsEntry]) -> ParkingGadgets? {
         let code = maps.filter { $0.execute && $0.read && !$0.path.isEmpty && !$0.path.hasPrefix("[") }
         let ordered = code.filter(isCLibrary) + code.filter { !isCLibrary($0) }
+        var scan = Scan()
+        for entry in ordered where !scan.done {
+            scan.scan(from: entry.start, to: entry.end) { buffer, count, at in cc_process_vm_read(pid, buffer, count, at) }
+        }
+        guard let syscallReturn = scan.syscallReturn, let restorer = scan.restorer else { return nil }
+        return ParkingGadgets(syscallReturn: syscallReturn, restorer: restorer)
+    }
+
+    /// A search for both gadgets through bytes read in 256 KiB pieces (overlapping by 16
+    /// bytes, so that none is missed across a boundary), at most 64 MiB in all.
+    struct Scan {
+        static let piece = 256 << 10, overlap = 16
         var syscallReturn: UInt64?
         var restorer: UInt64?
-        let piece = 256 << 10, overlap = 16
-        var budget = 64 << 20
-        var buffer = [UInt8](repeating: 0, count: piece)
-        for entry in ordered {
-            var at = entry.start
-            while at < entry.end && budget > 0 && (syscallReturn == nil || restorer == nil) {
-                let count = Int(min(UInt64(piece), entry.end - at))
-                let n = buffer.withUnsafeMutableBytes { cc_process_vm_read(pid, $0.baseAddress, count, at) }
-                guard n == count else { break }
+        private var budget = 64 << 20
+        private var buffer = [UInt8](repeating: 0, count: piece)
+        var done: Bool { syscallReturn != nil && restorer != nil }
+
+        /// Scans addresses `start..<end` of whatever `read(into, count, at)` reads from
+        /// (it returns the bytes read); stops once both are found, or at a short read.
+        mutating func scan(from start: UInt64, to end: UInt64, read: (UnsafeMutableRawPointer, Int, UInt64) -> Int) {
+            var at = start
+            while at < end && budget > 0 && !done {
+                let count = Int(min(UInt64(Scan.piece), end - at))
+                guard buffer.withUnsafeMutableBytes({ read($0.baseAddress!, count, at) }) == count else { return }
                 budget -= count
-                let found = buffer.withUnsafeBytes { locate(in: UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
+                let found = buffer.withUnsafeBytes { ParkingGadgets.locate(in: UnsafeRawBufferPointer(rebasing: $0.prefix(count))) }
                 syscallReturn = syscallReturn ?? found.syscallReturn.map { at + UInt64($0) }
                 restorer = restorer ?? found.restorer.map { at + UInt64($0) }
-                at += UInt64(count < piece ? count : count - overlap)
+                at += UInt64(count < Scan.piece ? count : count - Scan.overlap)
             }
-            if let syscallReturn, let restorer { return ParkingGadgets(syscallReturn: syscallReturn, restorer: restorer) }
         }
-        return nil
     }
 
     static func firstIndex(of pattern: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
