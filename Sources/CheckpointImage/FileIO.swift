@@ -32,21 +32,26 @@ struct OwnedDescriptor: ~Copyable {
 
     /// Reads exactly `count` bytes at `offset` with `pread(2)`; fewer means the file is truncated.
     func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeMutableBytes { raw in
-                pread(self.raw, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+        // Not zero-filled first: pread fills every byte, or the read throws.
+        var failure: ImageError? = nil
+        let buffer = [UInt8](unsafeUninitializedCapacity: count) { raw, initialized in
+            var done = 0
+            while done < count {
+                let n = pread(self.raw, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = ImageError(.io, "read failed", offset: offset, cause: "'pread' failed: \(errnoText(errno))")
+                    break
+                }
+                if n == 0 {
+                    failure = ImageError(.truncated, "file ends \(count - done) bytes early", offset: offset + UInt64(done))
+                    break
+                }
+                done += n
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ImageError(.io, "read failed", offset: offset, cause: "'pread' failed: \(errnoText(errno))")
-            }
-            if n == 0 {
-                throw ImageError(.truncated, "file ends \(count - done) bytes early", offset: offset + UInt64(done))
-            }
-            done += n
+            initialized = failure == nil ? count : 0
         }
+        if let failure { throw failure }
         return buffer
     }
 
