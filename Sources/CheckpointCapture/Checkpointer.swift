@@ -82,9 +82,9 @@ public enum Checkpointer {
     /// protobuf encoding of repeated records, for dictionaries keyed by page states), the
     /// tables and parsers of /proc files, the parking gadgets in the target's C library
     /// file — while the capture's own thread opens the parent chain and seizes the
-    /// process. Of the target, it reads only /proc/PID/maps. (Small process, 30-40 alternating rounds: freeze
-    /// median 4.4 → 3.6-3.95 ms, total 11.45-12.45 → 11.0-11.15 ms; a 64 MiB one-shot
-    /// increment, 15.5 → 14.4 ms in ccpm.)
+    /// process. Of the target, it reads only /proc/PID/maps. (Small process, 30-40
+    /// alternating rounds: freeze median 4.4 → 3.6-3.95 ms, total 11.45-12.45 → 11.0-11.15
+    /// ms; a 64 MiB one-shot increment, 15.5 → 14.4 ms in ccpm.)
     private static func warmUp(pid: Int32) {
         ParkingGadgets.prepare(pid: pid)
         _ = ThreadCapture.restartCodes[0]
@@ -114,9 +114,9 @@ public enum Checkpointer {
         _ = try? Ccimg_V1_SocketTable().serializedBytes() as [UInt8]
     }
 
-    /// The warm-up, started by the first capture of this ccpm: later ones (a `ccpm track`
-    /// session's) find that code warm already. Never joined: it ends in a few milliseconds,
-    /// and nothing waits for it.
+    /// The warm-up, started by the first capture of this ccpm (for its process): later ones
+    /// (a `ccpm track` session's) find that code warm already, and the gadgets of a C library
+    /// file already found. Never joined: it ends in a few milliseconds, and nothing waits for it.
     nonisolated(unsafe) private static var warmingUp: JoinableThread? = nil
     private static let warmingUpLock = Lock()
     private static func startWarmUp(pid: Int32) {
