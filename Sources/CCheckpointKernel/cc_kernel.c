@@ -187,6 +187,16 @@ uint64_t cc_xgetbv0(void) {
 #endif
 }
 
+uint32_t cc_xsave_size(void) {
+#if defined(__x86_64__)
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0xd), "c"(0));
+    return b;
+#else
+    return 0;
+#endif
+}
+
 long cc_fionread(int fd, int *n) { CC_RET(ioctl(fd, FIONREAD, n)); }
 
 long cc_pagemap_scan(int pagemap_fd, struct cc_pm_scan_arg *arg) { CC_RET(ioctl(pagemap_fd, CC_PAGEMAP_SCAN, arg)); }

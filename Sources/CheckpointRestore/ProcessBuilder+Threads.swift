@@ -182,9 +182,13 @@ extension ProcessBuilder {
             Self.reenterSyscall(&regs, thread)
             regs.orig_rax = UInt64.max        // the kernel has nothing of its own to restart
             try kernelCall("ptrace(PTRACE_SETREGS)", cc_ptrace_setregs(tid, &regs))
-            if !thread.xsave.isEmpty {
+            let (xsave, droppedPKRU) = try image.xsaveArea(of: thread)
+            if droppedPKRU {
+                warn("thread \(thread.tid): its protection-key register held Linux's default, and this CPU has no protection keys; it is left out")
+            }
+            if !xsave.isEmpty {
                 try kernelCall("ptrace(PTRACE_SETREGSET, NT_X86_XSTATE)",
-                               thread.xsave.withUnsafeBytes { cc_ptrace_setregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
+                               xsave.withUnsafeBytes { cc_ptrace_setregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
             }
             try kernelCall("ptrace(PTRACE_SETSIGMASK)", cc_ptrace_setsigmask(tid, thread.signalMask))
         }

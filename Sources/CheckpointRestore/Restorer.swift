@@ -137,6 +137,12 @@ struct RestoreImage {
         }
     }
 
+    /// The thread's XSAVE area as this CPU takes it (``XSaveArea``).
+    func xsaveArea(of thread: Ccimg_V1_ThreadState) throws(RestoreError) -> (area: Data, dropped: Bool) {
+        try XSaveArea.fitted(thread.xsave, tid: thread.tid, threadFeatures: thread.xsaveFeatures,
+                             savedXCR0: chain.top.header.body.machine.xsaveFeatures, for: .here)
+    }
+
     /// Refuses an image that cannot run here, saying exactly what differs. Returns
     /// whether this kernel's vdso and vvar have the image's layout (else they are
     /// redirected to, which needs the image's vdso pages).
@@ -148,11 +154,7 @@ struct RestoreImage {
         guard arch.isEmpty || arch == machine else {
             throw RestoreError(.incompatible, "the image is for \(arch); this machine is \(machine)")
         }
-        let enabled = cc_xgetbv0()
-        for thread in threads where thread.xsaveFeatures & ~enabled != 0 {
-            let missing = String(thread.xsaveFeatures & ~enabled, radix: 16)
-            throw RestoreError(.incompatible, "thread \(thread.tid) uses XSAVE features 0x\(missing) this CPU does not enable (XCR0 0x\(String(enabled, radix: 16)))")
-        }
+        for thread in threads { _ = try xsaveArea(of: thread) }
         let here = Dictionary(ProcFS.parseMaps((try? ProcFS.read("/proc/self/maps")) ?? "")
             .filter { $0.path.hasPrefix("[v") }.map { ($0.path, $0.end - $0.start) }, uniquingKeysWith: { a, _ in a })
         let specials = vmas.filter { [.vdso, .vvar, .vvarVclock].contains($0.role) }

@@ -144,6 +144,9 @@ long cc_start_writeback(int fd, uint64_t offset, uint64_t length);
 
 /// XCR0: the XSAVE features the OS enabled on this CPU (xgetbv 0).
 uint64_t cc_xgetbv0(void);
+/// Bytes of the XSAVE area, standard format, for the features enabled in XCR0
+/// (cpuid leaf 0xd, subleaf 0, EBX): the size PTRACE_SETREGSET NT_X86_XSTATE takes here.
+uint32_t cc_xsave_size(void);
 
 // ---- constants Swift cannot import as macros --------------------------------------
 extern const int cc_NT_PRSTATUS;
