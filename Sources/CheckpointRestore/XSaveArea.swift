@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CCheckpointKernel
 import CheckpointImage
 #if canImport(FoundationEssentials)
