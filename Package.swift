@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // Without its default traits: BinaryDelimitedStreams pulls in all of Foundation (and ICU).
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // System libraries, found through pkg-config (tools/setup installs the -dev packages).
@@ -27,35 +28,50 @@ let package = Package(
         // The only C of our own: non-variadic wrappers of ptrace, process_vm_readv,
         // pidfd, userfaultfd and PAGEMAP_SCAN that return -errno.
         .target(name: "CCheckpointKernel"),
+        // The one kernel layer: with the C shim, the only code that touches libc
+        // (spec/decisions/0016-one-kernel-layer.md).
+        .target(
+            name: "LinuxKernel",
+            dependencies: [
+                "CCheckpointKernel", "CLibelf",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // The image format: files and threads come from LinuxKernel, nothing of ptrace.
         .target(
             name: "CheckpointImage",
             dependencies: [
-                "CZstd", "CXxhash", "CCheckpointKernel",
+                "CZstd", "CXxhash", "LinuxKernel",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(
             name: "ccimg",
             dependencies: [
-                "CheckpointImage",
+                "CheckpointImage", "LinuxKernel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // One home per kind of process state: its capture and its restore side by side.
+        .target(
+            name: "ProcessState",
+            dependencies: ["CheckpointImage", "LinuxKernel"]
+        ),
         .target(
             name: "CheckpointCapture",
-            dependencies: ["CheckpointImage", "CCheckpointKernel", "CLibelf"]
+            dependencies: ["CheckpointImage", "LinuxKernel", "ProcessState"]
         ),
         .target(
             name: "CheckpointRestore",
             dependencies: [
-                "CheckpointImage", "CheckpointCapture", "CCheckpointKernel",
+                "CheckpointImage", "LinuxKernel", "ProcessState",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(
             name: "ccpm",
             dependencies: [
-                "CheckpointCapture", "CheckpointRestore",
+                "CheckpointCapture", "CheckpointRestore", "LinuxKernel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -70,17 +86,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "bench-image",
-            dependencies: ["CheckpointImage"],
+            dependencies: ["CheckpointImage", "LinuxKernel"],
             path: "Sources/BenchImage"
         ),
         .testTarget(
             name: "CheckpointImageTests",
-            dependencies: ["CheckpointImage", "ImageFixtures"]
+            dependencies: ["CheckpointImage", "ImageFixtures", "LinuxKernel"]
         ),
         .testTarget(
             // End-to-end runs on real processes: capture, and restore (they share the process helpers).
             name: "CheckpointCaptureTests",
-            dependencies: ["CheckpointCapture", "CheckpointRestore", "CheckpointImage", "CCheckpointKernel"]
+            dependencies: ["CheckpointCapture", "CheckpointRestore", "CheckpointImage", "ProcessState", "LinuxKernel", "CCheckpointKernel"]
         ),
     ]
 )

@@ -45,6 +45,7 @@
 ///
 /// Usage: bench-image --dir DIR [--size MiB] [--runs N] [--mix ZERO,TEXT,RANDOM] [--keep]
 import CheckpointImage
+import LinuxKernel
 import Dispatch
 import Foundation
 #if canImport(Glibc)

@@ -2,34 +2,7 @@
 import Glibc
 #endif
 import CheckpointImage
-
-/// A failed system call: its name as written in the source, and errno.
-/// Prints as `'ptrace(PTRACE_SEIZE)' failed: (1) Operation not permitted`.
-public struct SystemCallError: Error, CustomStringConvertible, Sendable {
-    public var call: String
-    public var errno: Int32
-
-    public init(_ call: String, errno: Int32) {
-        self.call = call
-        self.errno = errno
-    }
-
-    public var description: String { "'\(call)' failed: (\(errno)) \(String(cString: strerror(errno)))" }
-}
-
-/// Checks a `cc_*` result (>= 0, or -errno).
-@discardableResult
-package func kernelCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
-    if result < 0 { throw SystemCallError(call(), errno: Int32(-result)) }
-    return result
-}
-
-/// Checks a libc result (-1 and errno on failure).
-@discardableResult
-package func libcCall(_ call: @autoclosure () -> String, _ result: Int) throws(SystemCallError) -> Int {
-    if result == -1 { throw SystemCallError(call(), errno: errno) }
-    return result
-}
+import LinuxKernel
 
 /// Why a checkpoint failed. Each code has its own `ccpm` exit status; every
 /// failure leaves the target running as it was (issue #3, "never harm the target").
@@ -83,8 +56,8 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
     /// Classifies a failed system call on process `pid`.
     static func from(_ error: SystemCallError, pid: Int32, doing what: String) -> CaptureError {
         switch error.errno {
-        case ESRCH, ENOENT: CaptureError(.noSuchProcess, "no such process (it may have exited)", pid: pid, cause: error.description)
-        case EPERM, EACCES: CaptureError(.permissionDenied, "not permitted to \(what); run as root or as the process's owner with ptrace allowed",
+        case .noSuchProcess, .noSuchFileOrDirectory: CaptureError(.noSuchProcess, "no such process (it may have exited)", pid: pid, cause: error.description)
+        case .notPermitted, .permissionDenied: CaptureError(.permissionDenied, "not permitted to \(what); run as root or as the process's owner with ptrace allowed",
                                          pid: pid, cause: error.description)
         default: CaptureError(.kernel, "cannot \(what)", pid: pid, cause: error.description)
         }

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
+import ProcessState
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -53,11 +55,7 @@ public struct CheckpointSummary: Sendable {
 /// thread stopped together with ptrace, memory read with process_vm_readv,
 /// the rest from /proc and pidfd_getfd — from outside, so any PID works.
 public enum Checkpointer {
-    static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    static func now() -> UInt64 { MonotonicClock.now() }
 
     /// With CCPM_PHASES set, prints how long each phase took (for tuning).
     static let tracePhases = Host.environment("CCPM_PHASES") != nil
@@ -121,6 +119,28 @@ public enum Checkpointer {
     private static let warmingUpLock = Lock()
     private static func startWarmUp(pid: Int32) {
         warmingUpLock.withLock { if warmingUp == nil { warmingUp = JoinableThread { warmUp(pid: pid) } } }
+    }
+
+    /// Seizes every thread of `pid`, refusing a zombie and a thread that is not a process.
+    static func seize(_ pid: Int32) throws(CaptureError) -> TracedProcess {
+        do {
+            let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(pid)/status"))
+            if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
+                throw CaptureError(.noSuchProcess, "process is a zombie (it has exited; its parent has not reaped it)", pid: pid)
+            }
+            if let tgid = status["Tgid"], Int32(tgid) != pid {
+                throw CaptureError(.unsupported, "\(pid) is a thread of process \(tgid); checkpoint the process", pid: pid)
+            }
+        } catch let error as SystemCallError {
+            throw CaptureError.from(error, pid: pid, doing: "read /proc/\(pid)")
+        } catch let error as CaptureError {
+            throw error
+        } catch {
+            throw CaptureError(.kernel, "\(error)", pid: pid)
+        }
+        do { return try TracedProcess(seizing: pid) } catch {
+            throw CaptureError.from(error, pid: pid, doing: "trace the process")
+        }
     }
 
     /// Checkpoints `pid` into `output`. On any failure the process is left
@@ -187,7 +207,7 @@ public enum Checkpointer {
 
         // Freeze.
         phase("prepared", since: start)
-        var traced = try TracedProcess(seizing: pid)
+        var traced = try seize(pid)
         let frozenAt = now()
         phase("seized", since: start)
         var warnings: [String] = []

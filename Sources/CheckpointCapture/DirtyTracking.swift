@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
+import ProcessState
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else

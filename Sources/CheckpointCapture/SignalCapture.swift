@@ -1,6 +1,8 @@
 import Glibc
 import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
+import ProcessState
 
 /// State only the process itself can ask the kernel for, read by injected
 /// system calls (``SyscallInjector``): signal dispositions (rt_sigaction),

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
+import ProcessState
 
 /// A series of tracked images of one process taken by one resident ccpm (issue #3,
 /// `ccpm track`): a full image that starts kernel dirty-page tracking, then
@@ -121,11 +123,11 @@ public struct SessionTriggers: ~Copyable {
     /// Waits for the next trigger (poll(2) on the signalfd and standard input). Lines
     /// that arrived while an image was being taken count as one trigger.
     public func wait() -> Event {
-        let deadline = every.map { Checkpointer.now() + UInt64($0 * 1e9) }
+        let deadline = every.map { MonotonicClock.now() + UInt64($0 * 1e9) }
         while true {
             var timeout: Int32 = -1
             if let deadline {
-                let left = Int64(deadline) - Int64(Checkpointer.now())
+                let left = Int64(deadline) - Int64(MonotonicClock.now())
                 if left <= 0 { return .due }
                 timeout = Int32(clamping: (left + 999_999) / 1_000_000)
             }

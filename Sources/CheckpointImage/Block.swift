@@ -1,3 +1,4 @@
+import LinuxKernel
 /// §4 The 40-byte header that opens every block after the image header.
 ///
 /// | offset | size | field |

@@ -1,3 +1,4 @@
+import LinuxKernel
 /// The one reader of untrusted bytes (§1): every length, count and offset read
 /// from an image goes through its checked arithmetic before it indexes or
 /// allocates anything.
@@ -67,13 +68,8 @@ package struct ByteCursor {
     }
 }
 
-/// Little-endian encoding helpers for the writer.
+/// Varint encoding for the writer (little-endian integers: `appendLE`, LinuxKernel).
 extension Array where Element == UInt8 {
-    package mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
-        var v = value.littleEndian
-        Swift.withUnsafeBytes(of: &v) { append(contentsOf: $0) }
-    }
-
     mutating func appendVarint(_ value: UInt64) {
         var v = value
         while v >= 0x80 {

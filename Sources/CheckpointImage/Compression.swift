@@ -1,3 +1,4 @@
+import LinuxKernel
 import CZstd
 #if canImport(Glibc)
 import Glibc

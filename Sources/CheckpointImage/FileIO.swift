@@ -1,4 +1,4 @@
-import CCheckpointKernel
+import LinuxKernel
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -170,7 +170,7 @@ public struct ImageOutput: ~Copyable {
     /// Nothing for a stream.
     func startWriteback(offset: UInt64, length: UInt64) {
         guard temporaryPath != nil else { return }
-        _ = cc_start_writeback(descriptor.raw, offset, length)
+        FileWriteback.start(descriptor.raw, offset: offset, length: length)
     }
 
     /// Writes bytes that are not an image (such as extracted memory) through the same atomic path.

@@ -1,3 +1,4 @@
+import LinuxKernel
 import SwiftProtobuf
 
 /// §3 The image header: the fixed prefix and the protobuf body.

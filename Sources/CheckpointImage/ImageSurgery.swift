@@ -1,3 +1,4 @@
+import LinuxKernel
 /// Byte-level tools for building the damaged-image corpus (fixtures only):
 /// they reseal checksums after a deliberate change so a test can reach the
 /// checks that lie behind the checksum.

@@ -1,3 +1,4 @@
+import LinuxKernel
 import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,3 +1,4 @@
+import LinuxKernel
 #if canImport(Glibc)
 import Glibc
 #endif

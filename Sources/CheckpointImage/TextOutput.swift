@@ -1,29 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-/// Standard output or standard error, written with write(2): the command-line
-/// tools print through this rather than Foundation's FileHandle.
-package enum StandardStream {
-    case output, error
-
-    /// Writes all of `text`; a closed stream (EPIPE) loses the rest silently, as `print` does.
-    package func write(_ text: String) {
-        let fd: Int32 = self == .output ? STDOUT_FILENO : STDERR_FILENO
-        var text = text
-        text.withUTF8 { bytes in
-            var done = 0
-            while done < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                done += n
-            }
-        }
-    }
-}
+/// Number formatting for the tools' text output.
 
 extension BinaryInteger {
     /// Lower-case hexadecimal, zero-padded to `width` digits.

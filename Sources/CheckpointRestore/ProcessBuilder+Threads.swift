@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import CCheckpointKernel
-import CheckpointCapture
+import LinuxKernel
+import ProcessState
 import CheckpointImage
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -3,7 +3,8 @@ import Dispatch
 import Glibc
 #endif
 import CCheckpointKernel
-import CheckpointCapture
+import LinuxKernel
+import ProcessState
 import CheckpointImage
 
 /// Fills the stopped, freshly executed process with the image's state, from
@@ -45,6 +46,16 @@ struct ProcessBuilder {
 
     mutating func warn(_ text: String) { warnings.append(text) }
 
+    /// File descriptors and the objects behind them (``DescriptorRestore``).
+    mutating func restoreHandles() throws {
+        var descriptors = DescriptorRestore(handles: image.handles, sync: image.sync, remote: remote)
+        defer {
+            remote = descriptors.remote
+            warnings += descriptors.warnings
+        }
+        try descriptors.restore()
+    }
+
     /// Runs every step; the first failure is thrown, naming its step.
     mutating func build() throws(RestoreError) {
         do {
@@ -73,6 +84,8 @@ struct ProcessBuilder {
         } catch let error as RestoreError {
             throw error
         } catch let error as ImageError {
+            throw RestoreError(error)
+        } catch let error as StateError {
             throw RestoreError(error)
         } catch let error as SystemCallError {
             throw RestoreError.from(error, doing: step)

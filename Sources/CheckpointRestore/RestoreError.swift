@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CheckpointCapture
+import LinuxKernel
+import ProcessState
 import CheckpointImage
 
 /// Why a restore failed. Each code has its own `ccpm restore` exit status, and
@@ -43,6 +44,15 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
         imageError = error
     }
 
+    /// State the image holds that cannot come back here (``StateError``).
+    public init(_ error: StateError) {
+        switch error.code {
+        case .incompatible: self.init(.incompatible, error.message)
+        case .unsupported: self.init(.unsupported, error.message)
+        case .kernel: self.init(.kernel, error.message)
+        }
+    }
+
     /// The `ccpm restore` exit status: an image problem uses its §11 status (10–16),
     /// then incompatible 20, not permitted 4, kernel 7, unsupported 8.
     public var exitStatus: Int32 {
@@ -65,7 +75,7 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
     /// Classifies a failed system call made while `doing` something.
     static func from(_ error: SystemCallError, doing what: String) -> RestoreError {
         switch error.errno {
-        case EPERM, EACCES:
+        case .notPermitted, .permissionDenied:
             RestoreError(.permissionDenied, "not permitted to \(what); run ccpm restore as root", cause: error.description)
         default:
             RestoreError(.kernel, "cannot \(what)", cause: error.description)

@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import CCheckpointKernel
-import CheckpointCapture
+import LinuxKernel
+import ProcessState
 
 /// The task a restore fills in: created stopped with clone3 (set_tid for the
 /// image's PID), seized with ptrace, and stopped again right after it executed

@@ -3,7 +3,8 @@ import Dispatch
 import Glibc
 #endif
 import CCheckpointKernel
-import CheckpointCapture
+import LinuxKernel
+import ProcessState
 import CheckpointImage
 #if canImport(FoundationEssentials)
 import FoundationEssentials

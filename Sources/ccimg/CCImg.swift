@@ -1,6 +1,7 @@
 import Glibc
 import ArgumentParser
 import CheckpointImage
+import LinuxKernel
 
 /// `ccimg`: inspect, compare, check and transform checkpoint images.
 @main

@@ -2,6 +2,7 @@ import Glibc
 import ArgumentParser
 import CheckpointCapture
 import CheckpointImage
+import LinuxKernel
 import CheckpointRestore
 
 /// `ccpm`: checkpoint (and later restore) live processes.

@@ -1,4 +1,5 @@
 @testable import CheckpointCapture
+@testable import LinuxKernel
 import Foundation
 import Testing
 

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CCheckpointKernel
-import CheckpointCapture
+import LinuxKernel
 import CheckpointImage
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -13,7 +13,24 @@ import Foundation
 /// File descriptors (§5.3 handles, sync objects): each object is created in
 /// the process at a free number, then moved to its saved number (dup3), then
 /// epoll sets are refilled once every target exists.
-extension ProcessBuilder {
+package struct DescriptorRestore {
+    /// The image's handles section and sync objects.
+    let handles: [Ccimg_V1_Handle]
+    let sync: Ccimg_V1_SyncObjects
+    /// Injected calls into the process being restored.
+    package var remote: RemoteCalls
+    /// What was restored only in part.
+    package private(set) var warnings: [String] = []
+
+    /// Restores `handles` and `sync` through `remote`.
+    package init(handles: [Ccimg_V1_Handle], sync: Ccimg_V1_SyncObjects, remote: RemoteCalls) {
+        self.handles = handles
+        self.sync = sync
+        self.remote = remote
+    }
+
+    mutating func warn(_ text: String) { warnings.append(text) }
+
     /// Whether saved fd 0–2 is connected outside the process (a pipe whose other
     /// end it does not hold, a tty, a socket): then the process keeps ccpm's own
     /// fd there, as a shell job would (CRIU's --shell-job / --inherit-fd).
@@ -29,11 +46,11 @@ extension ProcessBuilder {
     /// Whether the process also holds the other end of pipe `h` (a read end for a write end).
     func holdsOtherEnd(_ h: Ccimg_V1_Handle) -> Bool {
         let mode = h.openFlags & UInt32(O_ACCMODE)
-        return image.handles.contains { $0.type == .pipe && $0.pipeID == h.pipeID && $0.openFlags & UInt32(O_ACCMODE) != mode }
+        return self.handles.contains { $0.type == .pipe && $0.pipeID == h.pipeID && $0.openFlags & UInt32(O_ACCMODE) != mode }
     }
 
-    mutating func restoreHandles() throws {
-        let handles = image.handles.sorted { $0.fd < $1.fd }
+    package mutating func restore() throws {
+        let handles = self.handles.sorted { $0.fd < $1.fd }
         let inherited = Set(handles.filter(inheritsStandardDescriptor).map(\.fd))
         for fd in Int32(0)...2 where !handles.contains(where: { $0.fd == fd }) {
             try remote.call("close(\(fd))", X86Syscall.close, [UInt64(fd)])
@@ -57,7 +74,7 @@ extension ProcessBuilder {
                 if h.type == .fifo { flags |= UInt32(O_NONBLOCK) }     // no waiting for a peer
                 let path = try remote.put(string: h.path)
                 guard access(h.path, F_OK) == 0 else {
-                    throw RestoreError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open")
+                    throw StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open")
                 }
                 let fd = try remote.call("openat(\(h.path))", X86Syscall.openat, [UInt64(bitPattern: Int64(AT_FDCWD)), path, UInt64(flags)])
                 if h.type == .regular && h.offset != 0 {
@@ -76,7 +93,7 @@ extension ProcessBuilder {
                     let read = UInt64(fds[0..<4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
                     let write = UInt64(fds[4..<8].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
                     // The unread bytes go back into the pipe (raised to fit, F_SETPIPE_SZ).
-                    let unread = image.handles.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
+                    let unread = self.handles.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
                     if unread.count > 65536 { try remote.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [write, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)]) }
                     try writeAll(Array(unread), to: write)
                     ends = (read, write)
@@ -89,12 +106,12 @@ extension ProcessBuilder {
                 let copy = try remote.call("fcntl(F_DUPFD)", X86Syscall.fcntl, [end, UInt64(F_DUPFD), 0])
                 try parked.park(&remote, copy, h)
             case .eventfd:
-                let e = image.sync.eventfds.first { $0.fd == h.fd }
+                let e = self.sync.eventfds.first { $0.fd == h.fd }
                 let flags = (e?.semaphore == true ? 1 : 0) | nonblock
                 let fd = try remote.call("eventfd2", X86Syscall.eventfd2, [e?.counter ?? 0, flags])
                 try parked.park(&remote, fd, h)
             case .timerfd:
-                guard let t = image.sync.timerfds.first(where: { $0.fd == h.fd }) else { throw RestoreError(.unsupported, "fd \(h.fd): timerfd without its state") }
+                guard let t = self.sync.timerfds.first(where: { $0.fd == h.fd }) else { throw StateError(.unsupported, "fd \(h.fd): timerfd without its state") }
                 let fd = try remote.call("timerfd_create", X86Syscall.timerfdCreate, [UInt64(t.clockID), nonblock])
                 if t.valueNs > 0 {
                     var spec: [UInt8] = []
@@ -114,7 +131,7 @@ extension ProcessBuilder {
                 }
                 try parked.park(&remote, fd, h)
             case .signalfd:
-                let mask = image.sync.signalfds.first { $0.fd == h.fd }?.mask ?? 0
+                let mask = self.sync.signalfds.first { $0.fd == h.fd }?.mask ?? 0
                 var sigset: [UInt8] = []
                 sigset.appendLE(mask)
                 let address = try remote.put(sigset)
@@ -128,7 +145,7 @@ extension ProcessBuilder {
                 try addInotifyWatches(fd: fd, fdinfo: h.fdinfo, savedFD: h.fd)
                 try parked.park(&remote, fd, h)
             case .socket:
-                throw RestoreError(.unsupported, "fd \(h.fd) is a socket; this version restores sockets only as fds 0-2 connected outside the process")
+                throw StateError(.unsupported, "fd \(h.fd) is a socket; this version restores sockets only as fds 0-2 connected outside the process")
             case .other, .unspecified, .UNRECOGNIZED:
                 if h.path == "anon_inode:[userfaultfd]" {
                     warn("fd \(h.fd) (a userfaultfd, as ccpm --track leaves) is not restored; the next --track starts tracking anew")

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -14,28 +15,28 @@ import Foundation
 /// open file without touching the target — what fdinfo does not show: a
 /// pipe's unread bytes (copied with tee(2), not consumed), a memfd's or a
 /// deleted file's contents, a terminal's settings, a socket's addresses.
-struct HandleCapture {
+package struct HandleCapture {
     let pid: Int32
     let pidfd: Int32
     /// Largest file content copied into an image (a deleted file or a memfd).
     static let maxContents = 256 << 20
 
-    var handles: [Ccimg_V1_Handle] = []
-    var sync = Ccimg_V1_SyncObjects()
-    var sockets: [Ccimg_V1_Socket] = []
-    var warnings: [String] = []
+    package var handles: [Ccimg_V1_Handle] = []
+    package var sync = Ccimg_V1_SyncObjects()
+    package var sockets: [Ccimg_V1_Socket] = []
+    package var warnings: [String] = []
     private var pipesRead = Set<UInt64>()
 
-    init(pid: Int32, pidfd: Int32) {
+    package init(pid: Int32, pidfd: Int32) {
         self.pid = pid
         self.pidfd = pidfd
     }
 
-    mutating func captureAll() throws(SystemCallError) {
+    package mutating func captureAll() throws(SystemCallError) {
         for fd in try ProcFS.descriptors(pid) {
             do { try capture(fd) } catch {
                 // The descriptor was closed meanwhile (only possible for a running capture): skip it.
-                if error.errno == ENOENT || error.errno == EBADF { continue }
+                if error.errno == .noSuchFileOrDirectory || error.errno == .badFileDescriptor { continue }
                 throw error
             }
         }
@@ -198,7 +199,7 @@ struct HandleCapture {
 
     /// §5.3 console: the terminal of fd 1 (or 0, 2). Its history is only
     /// visible to an interposer; a capture from outside records the settings.
-    func console() -> Ccimg_V1_Console? {
+    package func console() -> Ccimg_V1_Console? {
         guard let tty = [1, 0, 2].lazy.compactMap({ fd in self.handles.first { $0.fd == fd && $0.type == .tty } }).first else { return nil }
         var c = Ccimg_V1_Console()
         c.termios = tty.tty.termios

@@ -29,25 +29,11 @@ public struct TracedProcess: ~Copyable {
     }
 
     /// Seizes and stops every thread of `pid`. Threads created meanwhile are
-    /// caught too: the task list is read again until it is stable.
-    public init(seizing pid: Int32) throws(CaptureError) {
+    /// caught too: the task list is read again until it is stable. On failure every
+    /// thread seized so far is let go.
+    public init(seizing pid: Int32) throws(SystemCallError) {
         self.pid = pid
         var seized = Set<Int32>()
-        do {
-            let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(pid)/status"))
-            if let state = status["State"], state.hasPrefix("Z") || state.hasPrefix("X") {
-                throw CaptureError(.noSuchProcess, "process is a zombie (it has exited; its parent has not reaped it)", pid: pid)
-            }
-            if let tgid = status["Tgid"], Int32(tgid) != pid {
-                throw CaptureError(.unsupported, "\(pid) is a thread of process \(tgid); checkpoint the process", pid: pid)
-            }
-        } catch let error as SystemCallError {
-            throw CaptureError.from(error, pid: pid, doing: "read /proc/\(pid)")
-        } catch let error as CaptureError {
-            throw error
-        } catch {
-            throw CaptureError(.kernel, "\(error)", pid: pid)
-        }
         do throws(SystemCallError) {
             var rounds = 0
             while true {
@@ -77,7 +63,7 @@ public struct TracedProcess: ~Copyable {
         } catch {
             detachAll()
             detached = true
-            throw CaptureError.from(error, pid: pid, doing: "trace the process")
+            throw error
         }
     }
 
@@ -111,7 +97,7 @@ public struct TracedProcess: ~Copyable {
     }
 
     /// Records signals that arrived while injecting, to hand back on detach.
-    mutating func noteIntercepted(_ signals: [Int32: [Int32]]) {
+    package mutating func noteIntercepted(_ signals: [Int32: [Int32]]) {
         for i in threads.indices {
             if let s = signals[threads[i].tid]?.last, threads[i].interceptedSignal == 0 { threads[i].interceptedSignal = s }
         }
@@ -136,10 +122,10 @@ public struct TracedProcess: ~Copyable {
     public consuming func kill() {
         _ = Glibc.kill(pid, SIGKILL)
         let order = threads.filter { $0.tid != pid } + threads.filter { $0.tid == pid }
-        let deadline = Checkpointer.now() + 5_000_000_000
+        let deadline = MonotonicClock.now() + 5_000_000_000
         for thread in order {
             var status: Int32 = 0
-            while Checkpointer.now() < deadline {
+            while MonotonicClock.now() < deadline {
                 let r = cc_waitpid(thread.tid, &status, cc_WNOHANG)
                 if r == -Int(EINTR) { continue }
                 if r < 0 || (r > 0 && (cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0)) { break }

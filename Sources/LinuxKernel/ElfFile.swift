@@ -7,15 +7,15 @@ import CLibelf
 /// loadable segments — to tell .data/.bss from text, as the paper does from
 /// PE headers — and its GNU build ID, part of a mapped file's identity.
 package struct ElfFile {
-    struct Segment {
-        var offset: UInt64
-        var fileSize: UInt64
-        var memorySize: UInt64
-        var writable: Bool
-        var executable: Bool
+    package struct Segment {
+        package var offset: UInt64
+        package var fileSize: UInt64
+        package var memorySize: UInt64
+        package var writable: Bool
+        package var executable: Bool
     }
 
-    var segments: [Segment]
+    package var segments: [Segment]
     package var buildID: [UInt8]
 
     /// Reads `path`; nil when it is not an ELF file or cannot be read.
@@ -65,7 +65,7 @@ package struct ElfFile {
     }
 
     /// The segment a mapping at file offset `offset` comes from.
-    func segment(containingFileOffset offset: UInt64) -> Segment? {
+    package func segment(containingFileOffset offset: UInt64) -> Segment? {
         // Mappings start at the page-aligned offset of their segment.
         segments.first { s in
             let alignedStart = s.offset & ~UInt64(4095)

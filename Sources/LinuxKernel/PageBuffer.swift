@@ -52,7 +52,7 @@ extension UnsafeMutableRawBufferPointer {
     /// Faults the pages in for writing without changing their bytes
     /// (madvise MADV_POPULATE_WRITE, Linux 5.14). Advice only: on an older
     /// kernel the pages are faulted in when first written, as before.
-    func populate() {
+    package func populate() {
         guard let base = baseAddress, count > 0 else { return }
         _ = madvise(base, count, MADV_POPULATE_WRITE)
     }
