@@ -30,6 +30,8 @@ extension ProcessBuilder {
             if r < 0 { warn("rlimit \(limit.resource): \(SystemCallError("prlimit", errno: Int32(-r)))") }
         }
         for action in image.signals.actions where action.signo != SIGKILL && action.signo != SIGSTOP {
+            let mark = remote.scratchMark
+            defer { remote.release(to: mark) }
             var act: [UInt8] = []       // struct kernel_sigaction on x86-64
             act.appendLE(action.handler); act.appendLE(action.flags); act.appendLE(action.restorer); act.appendLE(action.mask)
             let address = try remote.put(act)
@@ -63,11 +65,13 @@ extension ProcessBuilder {
             let eventAddress = try remote.put(event)
             var created: UInt64 = 0
             for _ in 0..<65536 {
+                let mark = remote.scratchMark
+                defer { remote.release(to: mark) }
                 var id: [UInt8] = []
                 id.appendLE(timer.id)
-                let idAddress = try remote.put(id, at: 512)
+                let idAddress = try remote.put(id)
                 try remote.call("timer_create", X86Syscall.timerCreate, [UInt64(timer.clockID), eventAddress, idAddress])
-                let got = try remote.get(4, at: 512).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+                let got = try remote.get(4, at: idAddress).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
                 created = UInt64(got)
                 if got == timer.id { break }
                 guard !byRequest, got < timer.id else {
@@ -79,7 +83,7 @@ extension ProcessBuilder {
                 var spec: [UInt8] = []
                 spec.appendTimespec(timer.intervalNs)
                 spec.appendTimespec(timer.valueNs)
-                let address = try remote.put(spec, at: 1024)
+                let address = try remote.put(spec)
                 try remote.call("timer_settime(\(timer.id))", X86Syscall.timerSettime, [created, 0, address, 0])
             }
         }
@@ -96,7 +100,7 @@ extension ProcessBuilder {
         for thread in image.threads.dropFirst() {
             var tid: [UInt8] = []
             tid.appendLE(thread.tid)
-            let tidAddress = try remote.put(tid, at: 256)
+            let tidAddress = try remote.put(tid)
             var args: [UInt8] = []      // struct clone_args
             for field in [flags, 0, 0, 0, 0, 0, 0, 0, tidAddress, 1, 0] as [UInt64] { args.appendLE(field) }
             let address = try remote.put(args)
@@ -138,6 +142,8 @@ extension ProcessBuilder {
         for thread in image.threads {
             let tid = traced[thread.tid]!
             for signal in thread.pendingSignals {
+                let mark = remote.scratchMark
+                defer { remote.release(to: mark) }
                 if signal.siginfo.count >= 128 {
                     let address = try remote.put(Array(signal.siginfo.prefix(128)))
                     if signal.shared {
@@ -158,7 +164,7 @@ extension ProcessBuilder {
         if !isRoot {
             var groups: [UInt8] = []
             for g in c.groups.prefix(65536) { groups.appendLE(g) }
-            let groupsAddress = try remote.put(groups, at: 8192)
+            let groupsAddress = try remote.put(groups)
             for thread in image.threads {
                 let tid = traced[thread.tid]!
                 try remote.call("setgroups", X86Syscall.setgroups, [UInt64(c.groups.count), groupsAddress], in: tid)
@@ -172,7 +178,7 @@ extension ProcessBuilder {
     /// registers, XSAVE state and signal mask, and detaches. A thread inside an
     /// interrupted system call goes back into it, as the paper re-runs the wait.
     mutating func resume() throws {
-        try remote.call("munmap(scratch)", X86Syscall.munmap, [remote.scratch, remote.scratchSize])
+        try remote.unmapScratch()
         for thread in image.threads {
             let tid = traced[thread.tid]!
             var regs = user_regs_struct()

@@ -56,7 +56,8 @@ struct ProcessBuilder {
         try descriptors.restore()
     }
 
-    /// Runs every step; the first failure is thrown, naming its step.
+    /// Runs every step; the first failure is thrown, naming its step. Each step's
+    /// scratch arguments are given back after it.
     mutating func build() throws(RestoreError) {
         do {
             step = "prepare the address space"
@@ -143,11 +144,7 @@ struct ProcessBuilder {
             }
         }
         let scratch = try Self.gap(size: Self.scratchSize, avoiding: taken)
-        let mapped = try remote.call("mmap(scratch)", X86Syscall.mmap,
-                                     [scratch, Self.scratchSize, UInt64(PROT_READ | PROT_WRITE),
-                                      UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Linux.MAP_FIXED_NOREPLACE), UInt64.max, 0])
-        remote.scratch = mapped
-        remote.scratchSize = Self.scratchSize
+        try remote.mapScratch(at: scratch, size: Self.scratchSize)
     }
 
     /// A page-aligned free range of `size` bytes between 4 GiB and the top of user space.
@@ -172,6 +169,8 @@ struct ProcessBuilder {
     mutating func mapMemory() throws {
         var mappingDescriptors: [String: UInt64] = [:]
         for vma in image.vmas where !skippedRoles.contains(vma.role) {
+            let mark = remote.scratchMark
+            defer { remote.release(to: mark) }
             var flags = MAP_FIXED | (vma.shared ? MAP_SHARED : MAP_PRIVATE)
             var fd = UInt64.max
             if Self.isFileBacked(vma) {
@@ -270,7 +269,7 @@ struct ProcessBuilder {
         var auxv: [UInt8] = []
         for entry in image.process.auxv where entry.type != 0 { auxv.appendLE(entry.type); auxv.appendLE(entry.value) }
         auxv.appendLE(0); auxv.appendLE(0)
-        let auxvAddress = try remote.put(auxv, at: 4096)
+        let auxvAddress = try remote.put(auxv)
         var map: [UInt8] = []
         for field in [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack,
                       mm.argStart, mm.argEnd, mm.envStart, mm.envEnd] { map.appendLE(field) }

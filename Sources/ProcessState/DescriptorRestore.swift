@@ -59,6 +59,8 @@ package struct DescriptorRestore {
         var pipeEnds: [UInt64: (read: UInt64, write: UInt64)] = [:]
 
         for h in handles where !inherited.contains(h.fd) {
+            let mark = remote.scratchMark
+            defer { remote.release(to: mark) }
             let accessMode = h.openFlags & UInt32(O_ACCMODE)
             let nonblock = UInt64(h.openFlags & UInt32(O_NONBLOCK))
             switch h.type {
@@ -88,8 +90,9 @@ package struct DescriptorRestore {
             case .pipe:
                 var ends = pipeEnds[h.pipeID]
                 if ends == nil {
-                    try remote.call("pipe2", X86Syscall.pipe2, [remote.scratch, 0])
-                    let fds = try remote.get(8)
+                    let fdsAddress = try remote.put([UInt8](repeating: 0, count: 8))
+                    try remote.call("pipe2", X86Syscall.pipe2, [fdsAddress, 0])
+                    let fds = try remote.get(8, at: fdsAddress)
                     let read = UInt64(fds[0..<4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
                     let write = UInt64(fds[4..<8].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
                     // The unread bytes go back into the pipe (raised to fit, F_SETPIPE_SZ).
@@ -170,6 +173,8 @@ package struct DescriptorRestore {
         // epoll sets, now that every target is at its number.
         for h in handles where h.type == .epoll {
             for target in h.epollTargets {
+                let mark = remote.scratchMark
+                defer { remote.release(to: mark) }
                 var event: [UInt8] = []
                 event.appendLE(target.events)
                 event.appendLE(target.data)      // struct epoll_event is packed on x86-64: 12 bytes
@@ -192,7 +197,11 @@ package struct DescriptorRestore {
     mutating func writeAll(_ bytes: [UInt8], to fd: UInt64) throws {
         var done = 0
         while done < bytes.count {
-            let chunk = Array(bytes[done..<min(bytes.count, done + Int(remote.scratchSize))])
+            let mark = remote.scratchMark
+            defer { remote.release(to: mark) }
+            let room = remote.scratchCapacity - Int(mark) - 16
+            guard room > 0 else { throw SystemCallError("write (in the restored process): no scratch room", errno: ENOMEM) }
+            let chunk = Array(bytes[done..<min(bytes.count, done + room)])
             let address = try remote.put(chunk)
             let n = try remote.call("write", X86Syscall.write, [fd, address, UInt64(chunk.count)])
             guard n > 0 else { throw SystemCallError("write (in the restored process)", errno: EIO) }
