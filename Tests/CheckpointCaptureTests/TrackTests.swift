@@ -2,6 +2,7 @@ import CheckpointCapture
 import CheckpointImage
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
