@@ -9,7 +9,7 @@ import Glibc
 
 /// End-to-end captures of real processes (issue #3): the program sets up known
 /// state, we capture it from outside, and check the image as a user would.
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: Gate.tracing, "needs root, or kernel.yama.ptrace_scope 0, to trace processes that are not ours"))
 struct CaptureTests {
     @Test func capturesKnownStateAndLeavesTheProgramUndisturbed() throws {
         let dir = try CaptureSupport.temporaryDirectory()

@@ -9,7 +9,7 @@ import Glibc
 
 /// Every failure leaves the target running as it was and nothing at the
 /// output path, with a one-line error and its own exit status (issue #3).
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: Gate.tracing, "needs root, or kernel.yama.ptrace_scope 0, to trace processes that are not ours"))
 struct FailureTests {
     let ccpm = CaptureSupport.tool("ccpm")
 

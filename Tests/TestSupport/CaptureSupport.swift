@@ -201,4 +201,18 @@ package enum Gate {
     /// Root: mounting, changing user, and restoring (clone3 with set_tid needs
     /// CAP_CHECKPOINT_RESTORE, which tests do not grant otherwise).
     package static let root = geteuid() == 0
+    /// Tracing a process that is not our child, as `ccpm checkpoint` does its targets (a
+    /// shell starts them): root, or Yama's kernel.yama.ptrace_scope at 0 (or no Yama).
+    package static let tracing = root || (firstLine("/proc/sys/kernel/yama/ptrace_scope") ?? "0") == "0"
+
+    /// The first line of a small file (of /proc, whose files have no size to go by).
+    static func firstLine(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = read(fd, &buffer, buffer.count)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
 }
