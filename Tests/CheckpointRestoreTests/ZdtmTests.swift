@@ -131,6 +131,7 @@ struct ZdtmTests {
                                "\(name): ccpm restore --detach printed no PID: '\(restore.stdout)' \(restore.stderr)")
         let restoredProcess = Restored(pid: pid, binary: binary)
         defer { restoredProcess.end() }
+        #expect(pid == run.pid, "\(name): restored as pid \(pid), not at its own pid \(run.pid): \(restore.stderr)")
         kill(pid, SIGUSR2)
         // Not our child: its verdict is in the output file, its end in /proc.
         let ended = CaptureSupport.waitUntil(seconds: Run.seconds) { run.verdict != nil && !restoredProcess.isRunning }
