@@ -28,7 +28,13 @@ struct ZdtmProgram: Sendable, CustomTestStringConvertible {
 struct ZdtmTests {
     static let programs: [ZdtmProgram] = [
         ZdtmProgram("file_offset"),
+        ZdtmProgram("file_deleted"),
+        ZdtmProgram("directory_fd"),
         ZdtmProgram("pipe_unread"),
+        ZdtmProgram("fifo", restoreIssue: """
+            a named pipe's unread bytes are lost: they are captured, but DescriptorRestore opens the fifo by its path \
+            and writes nothing back into it
+            """),
         ZdtmProgram("eventfd"),
         ZdtmProgram("timerfd"),
         ZdtmProgram("sigaction"),
@@ -49,6 +55,7 @@ struct ZdtmTests {
         ZdtmProgram("memory"),
         ZdtmProgram("process_attributes"),
         ZdtmProgram("posix_timer"),
+        ZdtmProgram("clock"),
     ]
 
     let ccpm = CaptureSupport.tool("ccpm")
