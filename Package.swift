@@ -93,10 +93,23 @@ let package = Package(
             name: "CheckpointImageTests",
             dependencies: ["CheckpointImage", "ImageFixtures", "LinuxKernel"]
         ),
+        // The process helpers of the end-to-end test targets (spawning, building
+        // fixtures/programs, gates): a library under Tests/, so that both share one copy.
+        .target(
+            name: "TestSupport",
+            dependencies: ["CCheckpointKernel"],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
-            // End-to-end runs on real processes: capture, and restore (they share the process helpers).
+            // End-to-end captures of real processes, and the /proc parsers on samples.
             name: "CheckpointCaptureTests",
-            dependencies: ["CheckpointCapture", "CheckpointRestore", "CheckpointImage", "ProcessState", "LinuxKernel", "CCheckpointKernel"]
+            dependencies: ["CheckpointCapture", "CheckpointImage", "ProcessState", "LinuxKernel", "CCheckpointKernel", "TestSupport"]
+        ),
+        .testTarget(
+            // End-to-end restores, the one-feature programs of fixtures/programs/zdtm, and
+            // the restorer's pure logic (XSAVE areas, vdso redirection).
+            name: "CheckpointRestoreTests",
+            dependencies: ["CheckpointRestore", "CheckpointImage", "LinuxKernel", "TestSupport"]
         ),
     ]
 )

@@ -2,13 +2,14 @@ import CheckpointCapture
 import CheckpointImage
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Every failure leaves the target running as it was and nothing at the
 /// output path, with a one-line error and its own exit status (issue #3).
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: Gate.tracing, "needs root, or kernel.yama.ptrace_scope 0, to trace processes that are not ours"))
 struct FailureTests {
     let ccpm = CaptureSupport.tool("ccpm")
 
@@ -54,7 +55,10 @@ struct FailureTests {
         expectUnharmed(target, output)
     }
 
-    @Test func noPermission() throws {
+    /// Run as root, so that the unprivileged user below is refused.
+    @Test(.enabled(if: Gate.root, "needs root: the target must belong to another user than ccpm"),
+          .enabled(if: Gate.setpriv, "needs /usr/bin/setpriv"))
+    func noPermission() throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         chmod(dir, 0o777)
@@ -66,7 +70,8 @@ struct FailureTests {
         expectUnharmed(target, output)
     }
 
-    @Test func fullDisk() throws {
+    @Test(.enabled(if: Gate.root, "needs root to mount a small tmpfs"))
+    func fullDisk() throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer {
             _ = try? CaptureSupport.run("/bin/umount", ["\(dir)/small"])
@@ -74,7 +79,7 @@ struct FailureTests {
         }
         try FileManager.default.createDirectory(atPath: "\(dir)/small", withIntermediateDirectories: true)
         let mount = try CaptureSupport.run("/bin/mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", "\(dir)/small"])
-        try #require(mount.status == 0, "tmpfs mount needs root: \(mount.stderr)")
+        try #require(mount.status == 0, "mount -t tmpfs: \(mount.stderr)")
         let target = try CaptureSupport.Target(try CaptureSupport.program("state"), ["400", "\(dir)/f.txt"], in: dir)
         let output = "\(dir)/small/x.ccimg"
         let r = try CaptureSupport.run(ccpm, ["checkpoint", "\(target.pid)", "-o", output])

@@ -2,6 +2,7 @@
 @testable import LinuxKernel
 import Foundation
 import Testing
+import TestSupport
 
 /// Where parked calls run (decisions 0014, 0015): the `syscall; ret` and signal-return
 /// gadgets ccpm reads from the file of a process's C library, before it stops the

@@ -2,13 +2,15 @@ import CheckpointCapture
 import CheckpointImage
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// `ccpm track`: one resident ccpm takes a full tracked image, then increments on it
 /// (issue #3: incremental images; the resident mode of DMTCP's interval checkpoints).
-@Suite struct TrackTests {
+@Suite(.enabled(if: Gate.tracing, "needs root, or kernel.yama.ptrace_scope 0, to trace processes that are not ours"))
+struct TrackTests {
     let ccpm = CaptureSupport.tool("ccpm")
 
     @Test("ccpm track writes a full image, then increments of the written pages, on each line of input; SIGTERM ends it with the process running")

@@ -1,6 +1,7 @@
 import CheckpointImage
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,7 +9,7 @@ import Glibc
 /// End-to-end restores (issue #4): run a workload undisturbed and record its
 /// output; run it again, checkpoint it midway (which kills it), restore it,
 /// and require the same output.
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: Gate.root, "restoring needs root (clone3 with set_tid)"))
 struct RestoreTests {
     let ccpm = CaptureSupport.tool("ccpm")
     let ccimg = CaptureSupport.tool("ccimg")
@@ -107,9 +108,8 @@ struct RestoreTests {
         #expect(workload.text.hasSuffix("DONE rounds=20\n"))
     }
 
-    @Test("python3 running a computation")
+    @Test("python3 running a computation", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
     func python() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.pythonScript.write(toFile: "\(dir)/compute.py", atomically: true, encoding: .utf8)
@@ -122,9 +122,8 @@ struct RestoreTests {
     /// and file offset agree, so the restored run neither repeats a line nor skips one. (A
     /// thread let run for a moment while ccpm injects its calls, after its memory was read,
     /// shows here as a repeated line.)
-    @Test("a process writing without pause: after restore its output neither repeats nor skips a line")
+    @Test("a process writing without pause: after restore its output neither repeats nor skips a line", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
     func writerCaughtAtOneInstant() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let script = "print('READY', flush=True)\nfor i in range(1, 300001): print(i, flush=True)\nprint('DONE', flush=True)\n"
@@ -283,9 +282,8 @@ struct RestoreTests {
         #expect(workload.text.contains("DONE"))
     }
 
-    @Test("credentials come last: a process of an ordinary user runs as that user again")
+    @Test("credentials come last: a process of an ordinary user runs as that user again", .enabled(if: Gate.setpriv, "needs /usr/bin/setpriv"))
     func credentials() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         chmod(dir, 0o777)
@@ -302,9 +300,8 @@ struct RestoreTests {
         #expect(workload.waitFor("DONE"))
     }
 
-    @Test("a failure in the middle of a restore (a socket) kills the half-made process and says why")
+    @Test("a failure in the middle of a restore (a socket) kills the half-made process and says why", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
     func failureMidway() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let workload = try Workload("/usr/bin/python3", ["-c", "import socket, time\ns = socket.socket()\nprint('READY', flush=True)\ntime.sleep(30)"],
@@ -320,9 +317,8 @@ struct RestoreTests {
         }
     }
 
-    @Test("--vdso-proxy: the image's vdso comes back at its address as a jump table into this kernel's vdso")
+    @Test("--vdso-proxy: the image's vdso comes back at its address as a jump table into this kernel's vdso", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
     func vdsoProxy() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return }
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.pythonScript.write(toFile: "\(dir)/clock.py", atomically: true, encoding: .utf8)

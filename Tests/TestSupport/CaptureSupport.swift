@@ -1,65 +1,71 @@
-import LinuxKernel
 import Foundation
-import Testing
 import CCheckpointKernel
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Helpers for end-to-end capture tests on real processes built from fixtures/programs.
-enum CaptureSupport {
-    static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let lock = NSLock()
-    static let spawnLock = NSLock()
-    nonisolated(unsafe) static var built: [String: String] = [:]
-    static let buildDirectory: String = {
+/// Helpers for end-to-end tests on real processes built from fixtures/programs, shared by
+/// the capture and the restore test targets (a library target of its own: Tests/TestSupport).
+package enum CaptureSupport {
+    package static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    package static let lock = NSLock()
+    package static let spawnLock = NSLock()
+    package nonisolated(unsafe) static var built: [String: String] = [:]
+    package static let buildDirectory: String = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-capture-programs-\(getpid())").path
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }()
 
-    /// Compiles fixtures/programs/NAME.c once per test run with the system C compiler.
-    static func program(_ name: String) throws -> String {
+    /// Compiles fixtures/programs/NAME.c (with `sources`, other files under fixtures/programs
+    /// such as "zdtm/harness.c") once per test run with the system C compiler.
+    package static func program(_ name: String, with sources: [String] = []) throws -> String {
         lock.lock()
         defer { lock.unlock() }
         if let path = built[name] { return path }
-        let output = "\(buildDirectory)/\(name)"
-        let result = try run("/usr/bin/env", ["cc", "-O1", "-g", "-pthread", "-Wall", "-o", output,
-                                              repoRoot.appendingPathComponent("fixtures/programs/\(name).c").path])
-        guard result.status == 0 else { throw TestFailure("cc \(name).c failed: \(result.stderr)") }
+        let output = "\(buildDirectory)/\(name.replacingOccurrences(of: "/", with: "-"))"
+        let files = ["\(name).c"] + sources
+        let result = try run("/usr/bin/env", ["cc", "-O1", "-g", "-pthread", "-Wall", "-o", output]
+                                              + files.map { repoRoot.appendingPathComponent("fixtures/programs/\($0)").path })
+        guard result.status == 0 else { throw TestFailure("cc \(files.joined(separator: " ")) failed: \(result.stderr)") }
         built[name] = output
         return output
     }
 
-    struct TestFailure: Error, CustomStringConvertible {
-        var description: String
-        init(_ d: String) { description = d }
+    package struct TestFailure: Error, CustomStringConvertible {
+        package var description: String
+        package init(_ d: String) { description = d }
     }
 
-    struct Result { var status: Int32; var stdout: String; var stderr: String }
+    package struct Result {
+        package var status: Int32
+        package var stdout: String
+        package var stderr: String
+        package init(status: Int32, stdout: String, stderr: String) { self.status = status; self.stdout = stdout; self.stderr = stderr }
+    }
 
     /// Runs a command to completion with posix_spawn, output to temporary
     /// files, reaped by its own pid — not Foundation's Process, whose SIGCHLD
     /// bookkeeping does not mix with a test process that also uses ptrace.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> Result {
+    package static func run(_ executable: String, _ arguments: [String]) throws -> Result {
         let pid = try spawn(executable, arguments, stdout: nil, stderr: nil)
         return try wait(pid)
     }
 
-    final class Spawned {
-        let pid: pid_t
-        let out: String
-        let err: String
+    package final class Spawned {
+        package let pid: pid_t
+        package let out: String
+        package let err: String
         /// The output files are ours to delete (the caller named none).
-        let ownsFiles: Bool
-        init(pid: pid_t, out: String, err: String, ownsFiles: Bool) { self.pid = pid; self.out = out; self.err = err; self.ownsFiles = ownsFiles }
+        package let ownsFiles: Bool
+        package init(pid: pid_t, out: String, err: String, ownsFiles: Bool) { self.pid = pid; self.out = out; self.err = err; self.ownsFiles = ownsFiles }
     }
 
-    nonisolated(unsafe) static var spawned: [pid_t: Spawned] = [:]
+    package nonisolated(unsafe) static var spawned: [pid_t: Spawned] = [:]
 
     /// Starts a command; its output goes to temporary files read by ``wait(_:)``.
-    static func spawn(_ executable: String, _ arguments: [String], stdout: String?, stderr: String?) throws -> pid_t {
+    package static func spawn(_ executable: String, _ arguments: [String], stdout: String?, stderr: String?) throws -> pid_t {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("cc-run-\(UUID().uuidString)").path
         let out = stdout ?? base + ".out", err = stderr ?? base + ".err"
         var actions = posix_spawn_file_actions_t()
@@ -92,7 +98,7 @@ enum CaptureSupport {
     }
 
     /// Waits for a spawned command and collects its output.
-    static func wait(_ pid: pid_t) throws -> Result {
+    package static func wait(_ pid: pid_t) throws -> Result {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             guard errno == EINTR else { throw TestFailure("waitpid \(pid): \(String(cString: strerror(errno)))") }
@@ -108,7 +114,7 @@ enum CaptureSupport {
     }
 
     /// A built tool (ccpm, ccimg) beside the test bundle.
-    static func tool(_ name: String) -> String {
+    package static func tool(_ name: String) -> String {
         var candidates: [URL] = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
         candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
         candidates.append(Bundle.main.bundleURL)
@@ -120,12 +126,12 @@ enum CaptureSupport {
     }
 
     /// A program started detached (not our child: its parent is gone), its output in a file.
-    final class Target {
-        let pid: Int32
-        let outputPath: String
-        let ready: [String]
+    package final class Target {
+        package let pid: Int32
+        package let outputPath: String
+        package let ready: [String]
 
-        init(_ program: String, _ arguments: [String], in directory: String, readyPrefix: String = "READY") throws {
+        package init(_ program: String, _ arguments: [String], in directory: String, readyPrefix: String = "READY") throws {
             outputPath = "\(directory)/target-\(UUID().uuidString).out"
             let quoted = ([program] + arguments).map { "'\($0)'" }.joined(separator: " ")
             let r = try CaptureSupport.run("/bin/sh", ["-c", "\(quoted) > '\(outputPath)' 2>&1 < /dev/null & echo $!"])
@@ -144,10 +150,10 @@ enum CaptureSupport {
             ready = line
         }
 
-        var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+        package var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
         /// The /proc state letter, or nil when the process is gone (or a zombie).
-        var state: Character? {
+        package var state: Character? {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                   let close = text.lastIndex(of: ")") else { return nil }
             let c = text[text.index(close, offsetBy: 2)]
@@ -155,16 +161,16 @@ enum CaptureSupport {
         }
 
         /// Waits until the output holds `text`, up to `seconds`.
-        func waitFor(_ text: String, seconds: Double = 20) -> Bool {
+        package func waitFor(_ text: String, seconds: Double = 20) -> Bool {
             CaptureSupport.waitUntil(seconds: seconds) { output.contains(text) }
         }
 
-        func kill() { _ = Glibc.kill(pid, SIGKILL) }
+        package func kill() { _ = Glibc.kill(pid, SIGKILL) }
         deinit { kill() }
     }
 
     /// Polls `condition` every 10 ms for up to `seconds`; whether it came true.
-    static func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    package static func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if condition() { return true }
@@ -173,14 +179,40 @@ enum CaptureSupport {
         return false
     }
 
-    static func temporaryDirectory() throws -> String {
+    package static func temporaryDirectory() throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-capture-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
 
     /// Files in `directory` (hidden ones included).
-    static func files(in directory: String) -> [String] {
+    package static func files(in directory: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
+    }
+}
+
+/// What some tests need of this machine, for `.enabled(if:)` traits: a test whose need is
+/// not met shows as skipped, with the reason, instead of passing without running.
+package enum Gate {
+    /// /usr/bin/python3, for the tests whose workload is a Python program.
+    package static let python3 = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+    /// /usr/bin/setpriv (util-linux), to run a command as another user.
+    package static let setpriv = FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+    /// Root: mounting, changing user, and restoring (clone3 with set_tid needs
+    /// CAP_CHECKPOINT_RESTORE, which tests do not grant otherwise).
+    package static let root = geteuid() == 0
+    /// Tracing a process that is not our child, as `ccpm checkpoint` does its targets (a
+    /// shell starts them): root, or Yama's kernel.yama.ptrace_scope at 0 (or no Yama).
+    package static let tracing = root || (firstLine("/proc/sys/kernel/yama/ptrace_scope") ?? "0") == "0"
+
+    /// The first line of a small file (of /proc, whose files have no size to go by).
+    static func firstLine(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = read(fd, &buffer, buffer.count)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
     }
 }
