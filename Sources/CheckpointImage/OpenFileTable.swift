@@ -211,6 +211,16 @@ extension OpenFileTable {
         return table
     }
 
+    /// Checks a decoded handles section on its own (§5.3 handles, §10): what
+    /// ``ImageReader/section(_:as:)`` asks of every handles section it decodes.
+    public static func check(_ handles: Ccimg_V1_HandleTable, features: FeatureFlags, path: String, offset: UInt64) throws(ImageError) {
+        do { _ = try decode(handles: handles, sync: nil, features: features) } catch {
+            var located = error.at(path: path)
+            located.offset = offset
+            throw located
+        }
+    }
+
     /// Checks section payloads as `ccimg verify` finds them (§11): payloads that do
     /// not decode are left to the section check that reports them.
     public static func verify(handles: [UInt8]?, sync: [UInt8]?, features: FeatureFlags) throws(ImageError) {
