@@ -37,6 +37,7 @@ public struct OpenFileTable: Sendable, Equatable {
         /// The `object_id` of the open file description it names.
         public var objectID: UInt32
 
+        /// An `FdEntry` (§5.3 handles): descriptor `fd` naming object `objectID`.
         public init(fd: Int32, fdFlags: UInt32, objectID: UInt32) {
             self.fd = fd
             self.fdFlags = fdFlags
@@ -49,9 +50,11 @@ public struct OpenFileTable: Sendable, Equatable {
     public private(set) var objects: [Ccimg_V1_Handle] = []
     /// Every descriptor, in ascending number.
     public private(set) var descriptors: [Descriptor] = []
-    /// §5.3 sync-objects entries of eventfd, timerfd and signalfd objects, by object id.
+    /// §5.3 sync-objects `EventFd` entries (counter, semaphore mode), by object id.
     public private(set) var eventfds: [UInt32: Ccimg_V1_EventFd] = [:]
+    /// §5.3 sync-objects `TimerFd` entries (timerfd_settime state, ticks), by object id.
     public private(set) var timerfds: [UInt32: Ccimg_V1_TimerFd] = [:]
+    /// §5.3 sync-objects `SignalFd` entries (signalfd4 mask), by object id.
     public private(set) var signalfds: [UInt32: Ccimg_V1_SignalFd] = [:]
     private var objectIndex: [UInt32: Int] = [:]
 
@@ -98,9 +101,11 @@ public struct OpenFileTable: Sendable, Equatable {
         return id
     }
 
-    /// Records the sync-objects entry of an eventfd, timerfd or signalfd object (capture).
+    /// Records the §5.3 sync-objects entry of the eventfd object `e.objectID` (capture).
     public mutating func attach(_ e: Ccimg_V1_EventFd) { eventfds[e.objectID] = e }
+    /// Records the §5.3 sync-objects entry of the timerfd object `t.objectID` (capture).
     public mutating func attach(_ t: Ccimg_V1_TimerFd) { timerfds[t.objectID] = t }
+    /// Records the §5.3 sync-objects entry of the signalfd object `s.objectID` (capture).
     public mutating func attach(_ s: Ccimg_V1_SignalFd) { signalfds[s.objectID] = s }
 
     /// The eventfd, timerfd and signalfd lists of §5.3 sync-objects, in object order.

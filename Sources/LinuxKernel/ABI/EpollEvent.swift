@@ -9,6 +9,7 @@ package struct EpollEvent: Equatable, Sendable {
     /// Bytes of the packed struct on x86-64.
     package static let size = 12
 
+    /// An epoll_event for epoll_ctl(2) of `events` with user data `data`.
     package init(events: UInt32, data: UInt64) {
         self.events = events
         self.data = data

@@ -45,10 +45,13 @@ package struct CapturedDescriptors {
 /// What a kind's capture may use and add to: the process, a way to borrow its
 /// descriptors (pidfd_getfd), and the sync-objects, sockets and warnings so far.
 package struct DescriptorCaptureContext {
+    /// The process whose descriptors are read.
     package let pid: Int32
+    /// Its pidfd (pidfd_open(2)), for pidfd_getfd(2).
     package let pidfd: Int32
     /// Largest file content copied into an image (a deleted file or a memfd).
     package static let maxContents = 256 << 20
+    /// What the capture found so far.
     package var result = CapturedDescriptors()
     /// Pipes whose unread bytes were copied already (by pipe inode).
     package var pipesRead = Set<UInt64>()
@@ -59,6 +62,7 @@ package struct DescriptorCaptureContext {
         Int32(try kernelCall("pidfd_getfd(\(fd))", cc_pidfd_getfd(pidfd, fd)))
     }
 
+    /// Adds a warning (a descriptor captured only in part).
     package mutating func warn(_ text: String) { result.warnings.append(text) }
 }
 

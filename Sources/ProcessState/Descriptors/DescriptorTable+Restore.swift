@@ -21,6 +21,7 @@ package struct DescriptorRestoreContext {
     /// Pipes made so far, by pipe inode: both ends, closed once every object exists.
     package var pipeEnds: [UInt64: (read: UInt64, write: UInt64)] = [:]
 
+    /// Adds a warning (an object restored only in part).
     package mutating func warn(_ text: String) { warnings.append(text) }
 
     /// Whether the process also holds the other end of pipe `h` (a read end for a write end).
@@ -60,6 +61,7 @@ package struct DescriptorRestoreContext {
 /// that names it (dup3, so they share offset, flags, counter, pipe end), then
 /// epoll sets are refilled once every target exists.
 package struct DescriptorRestore {
+    /// The injected calls, the table and what the kinds made so far.
     package var context: DescriptorRestoreContext
     /// Injected calls into the process being restored.
     package var remote: RemoteCalls {
@@ -81,6 +83,8 @@ package struct DescriptorRestore {
         h.fd <= 2 && DescriptorTable.kind(for: h.type).inheritsStandardDescriptor(h, context)
     }
 
+    /// Closes saved-absent fds 0–2, creates every object (each kind's restore),
+    /// places them at their numbers (dup3), then refills epoll sets (epoll_ctl).
     package mutating func restore() throws {
         let table = context.table
         for fd in Int32(0)...2 where !table.descriptors.contains(where: { $0.fd == fd }) {
