@@ -137,3 +137,24 @@ extension CompatibilityTests {
         #expect(try ImageDiff.compare(b, b).different == false)
     }
 }
+
+extension CompatibilityTests {
+    @Test func diffReportsChangesOfTheFdTable() throws {
+        let dir = try TempDir("open-files-diff")
+        defer { dir.remove() }
+        var p = OpenFilesFixtures.process()
+        var dup = Ccimg_V1_FdEntry()
+        dup.fd = 30
+        dup.objectID = p.handles.handles[2].objectID
+        p.handles.fds.append(dup)
+        try p.write(to: try ImageOutput(path: dir.file("b.ccimg")), options: OpenFilesFixtures.options(seed: 61))
+        let a = try ImageChain.open(path: GoldenFixtureTests.golden11("open-files"))
+        let result = try ImageDiff.compare(a, try ImageChain.open(path: dir.file("b.ccimg")))
+        #expect(result.different)
+        #expect(result.report["fds"]?["added"] == .array([.int(30)]))
+        #expect(result.report["handles"]?["changed"] == .array([]))
+        // 1.0 images have no fd table, and no fds member.
+        let full = try ImageChain.open(path: Paths.golden("full"))
+        #expect(try ImageDiff.compare(full, full).report["fds"] == nil)
+    }
+}
