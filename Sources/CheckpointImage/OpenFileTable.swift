@@ -49,7 +49,7 @@ public struct OpenFileTable: Sendable, Equatable {
     /// has its `objectID` and, as `fd`, its lowest descriptor.
     public private(set) var objects: [Ccimg_V1_Handle] = []
     /// Every descriptor, in ascending number.
-    public private(set) var descriptors: [Descriptor] = []
+    public var descriptors: [Descriptor] { descriptorsSorted ? storedDescriptors : storedDescriptors.sorted { $0.fd < $1.fd } }
     /// §5.3 sync-objects `EventFd` entries (counter, semaphore mode), by object id.
     public private(set) var eventfds: [UInt32: Ccimg_V1_EventFd] = [:]
     /// §5.3 sync-objects `TimerFd` entries (timerfd_settime state, ticks), by object id.
@@ -57,6 +57,9 @@ public struct OpenFileTable: Sendable, Equatable {
     /// §5.3 sync-objects `SignalFd` entries (signalfd4 mask), by object id.
     public private(set) var signalfds: [UInt32: Ccimg_V1_SignalFd] = [:]
     private var objectIndex: [UInt32: Int] = [:]
+    private var storedDescriptors: [Descriptor] = []
+    private var descriptorsSorted = true
+    private var descriptorsOf: [UInt32: [Descriptor]] = [:]
 
     /// An empty table (a process with no descriptors).
     public init() {}
@@ -65,7 +68,22 @@ public struct OpenFileTable: Sendable, Equatable {
     public func object(_ id: UInt32) -> Ccimg_V1_Handle? { objectIndex[id].map { objects[$0] } }
 
     /// The descriptors naming object `id`, in ascending number.
-    public func descriptors(of id: UInt32) -> [Descriptor] { descriptors.filter { $0.objectID == id } }
+    public func descriptors(of id: UInt32) -> [Descriptor] { descriptorsOf[id] ?? [] }
+
+    /// Tables are equal when they hold the same objects, descriptors and sync entries.
+    public static func == (a: OpenFileTable, b: OpenFileTable) -> Bool {
+        a.objects == b.objects && a.descriptors == b.descriptors && a.eventfds == b.eventfds
+            && a.timerfds == b.timerfds && a.signalfds == b.signalfds
+    }
+
+    /// Appends descriptors (each naming an object of the table), keeping the indexes.
+    private mutating func append(_ new: [Descriptor]) {
+        for d in new {
+            if let last = storedDescriptors.last, last.fd > d.fd { descriptorsSorted = false }
+            storedDescriptors.append(d)
+            descriptorsOf[d.objectID, default: []].append(d)
+        }
+    }
 
     /// §5.3 The 1.1 handles section of this table (open-files layout).
     public var handleTable: Ccimg_V1_HandleTable {
@@ -96,8 +114,7 @@ public struct OpenFileTable: Sendable, Equatable {
         o.fdFlags = 0
         objectIndex[id] = objects.count
         objects.append(o)
-        descriptors += fds.map { Descriptor(fd: $0.fd, fdFlags: $0.fdFlags, objectID: id) }
-        descriptors.sort { $0.fd < $1.fd }
+        append(fds.sorted { $0.fd < $1.fd }.map { Descriptor(fd: $0.fd, fdFlags: $0.fdFlags, objectID: id) })
         return id
     }
 
@@ -202,7 +219,7 @@ extension OpenFileTable {
             guard let fd = lowest[h.objectID] else { throw fail("object \(h.objectID) is named by no descriptor") }
             table.objects[i].fd = fd      // informational in the file; derived here
         }
-        table.descriptors = handles.fds.map { Descriptor(fd: $0.fd, fdFlags: $0.fdFlags, objectID: $0.objectID) }.sorted { $0.fd < $1.fd }
+        table.append(handles.fds.map { Descriptor(fd: $0.fd, fdFlags: $0.fdFlags, objectID: $0.objectID) }.sorted { $0.fd < $1.fd })
         func owner(_ id: UInt32, _ type: Ccimg_V1_HandleType, _ list: String, _ taken: Bool) throws(ImageError) {
             guard let i = table.objectIndex[id], table.objects[i].type == type else {
                 throw ImageError(.structural, "an entry of \(list) names object \(id), which is not a \(list.dropLast()) of the handles section",

@@ -42,6 +42,12 @@ struct SharedDescriptionTests {
         #expect(table.descriptors(of: eventfd.objectID).map(\.fd) == [4, 21])
         #expect(table.eventfds[eventfd.objectID]?.counter == 5)
         #expect(table.objects.filter { $0.path == "\(dir)/shared.txt" }.count == 1)
+        // Four eventfds on one anonymous inode: kcmp tells them apart, and finds fd 23's.
+        let eventfds = table.objects.filter { $0.type == .eventfd }
+        #expect(eventfds.count == 4)
+        let second = try #require(table.descriptors.first { $0.fd == 23 })
+        #expect(table.descriptors(of: second.objectID).count == 2)
+        #expect(table.eventfds[second.objectID]?.counter == 2)
         let verify = try CaptureSupport.run(ccimg, ["verify", image])
         #expect(verify.status == 0, "ccimg verify: \(verify.stdout) \(verify.stderr)")
 

@@ -87,7 +87,7 @@ extension DescriptorTable {
     static func sharedDescriptions(pid: Int32, context: inout DescriptorCaptureContext) throws(SystemCallError)
         -> [(probe: DescriptorProbe, fds: [(fd: Int32, fdFlags: UInt32)])] {
         var groups: [(probe: DescriptorProbe, fds: [(fd: Int32, fdFlags: UInt32)])] = []
-        var candidates: [String: [Int]] = [:]
+        var candidates: [String: [Int]] = [:]     // per file, its groups in kcmp order
         var kcmpWorks = true
         for fd in try ProcFS.descriptors(pid).sorted() {
             let probe: DescriptorProbe
@@ -97,24 +97,54 @@ extension DescriptorTable {
             }
             let fdFlags = probe.flags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
             let key = probe.sharingKey
-            var same: Int? = nil
-            for g in candidates[key, default: []] where kcmpWorks {
+            var bucket = candidates[key, default: []]
+            var found: (group: Int?, insertAt: Int?) = (nil, bucket.count)
+            if kcmpWorks && !bucket.isEmpty {
                 do throws(SystemCallError) {
-                    if try Kcmp.sameFile(pid1: pid, groups[g].probe.fd, pid2: pid, fd) { same = g; break }
+                    let hit = try search(bucket, for: fd, pid: pid) { groups[$0].probe.fd }
+                    found = (hit.group, hit.insertAt)
                 } catch {
-                    if error.errno == .badFileDescriptor { continue }
-                    kcmpWorks = false
-                    context.warn("kcmp(KCMP_FILE) is not available (\(error)); descriptors sharing an open file description are captured as separate ones")
+                    found = (nil, nil)      // closed meanwhile: its own object, kept out of the order
+                    if error.errno != .badFileDescriptor {
+                        kcmpWorks = false
+                        context.warn("kcmp(KCMP_FILE) is not available (\(error)); descriptors sharing an open file description are captured as separate ones")
+                    }
                 }
             }
-            if let g = same {
+            if let g = found.group {
                 groups[g].fds.append((fd, fdFlags))
             } else {
-                candidates[key, default: []].append(groups.count)
+                if let at = found.insertAt {
+                    bucket.insert(groups.count, at: at)
+                    candidates[key] = bucket
+                }
                 groups.append((probe, [(fd, fdFlags)]))
             }
         }
         return groups
+    }
+
+    /// The group among `bucket` (kept in kcmp order) whose description `fd` shares, or
+    /// where a new group goes: a binary search of kcmp(KCMP_FILE) comparisons, so many
+    /// descriptors of one anonymous inode (eventfds, timerfds) stay cheap; a linear one
+    /// when the kernel gives no order.
+    static func search(_ bucket: [Int], for fd: Int32, pid: Int32, representative: (Int) -> Int32) throws(SystemCallError)
+        -> (group: Int?, insertAt: Int) {
+        var low = 0, high = bucket.count
+        while low < high {
+            let mid = (low + high) / 2
+            switch try Kcmp.compareFiles(pid1: pid, representative(bucket[mid]), pid2: pid, fd) {
+            case .same: return (bucket[mid], mid)
+            case .less: low = mid + 1
+            case .greater: high = mid
+            case .unordered:
+                for g in bucket {
+                    if try Kcmp.sameFile(pid1: pid, representative(g), pid2: pid, fd) { return (g, 0) }
+                }
+                return (nil, bucket.count)
+            }
+        }
+        return (nil, low)
     }
 
     /// One open file description: the fields every kind has, then the kind's own.

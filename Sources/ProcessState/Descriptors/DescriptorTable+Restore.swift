@@ -93,7 +93,7 @@ package struct DescriptorRestore {
         var next = UInt64((table.descriptors.map(\.fd).max() ?? 2) + 1)
         var placed: [(temporary: UInt64, object: Ccimg_V1_Handle)] = []
         var inherited: [Ccimg_V1_Handle] = []
-        for h in table.objects {
+        for h in table.objects.sorted(by: { $0.fd < $1.fd }) {
             if inherits(h) { inherited.append(h); continue }
             let mark = remote.scratchMark
             defer { remote.release(to: mark) }
