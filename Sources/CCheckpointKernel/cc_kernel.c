@@ -283,3 +283,9 @@ long cc_find_bytes(const void *haystack, size_t haystack_len, const void *needle
     const char *hit = memmem(haystack, haystack_len, needle, needle_len);
     return hit ? (long)(hit - (const char *)haystack) : -1;
 }
+
+// ---- kcmp
+#include <linux/kcmp.h>
+long cc_kcmp_file(int pid1, int pid2, int fd1, int fd2) {
+    CC_RET(syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, (unsigned long)fd1, (unsigned long)fd2));
+}

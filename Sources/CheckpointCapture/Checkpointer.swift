@@ -195,6 +195,7 @@ public enum Checkpointer {
         writerOptions.machine = ProcessCapture.machineFacts()
         if writerOptions.producerName == "ccimg" { writerOptions.producerName = "ccpm" }
         writerOptions.pagesPerFrame = pagesPerFrame(pid: pid, incremental: parent != nil)
+        writerOptions.openFiles = true     // the handles section is DescriptorTable's object and fd tables (format 1.1)
         let writer: ImageWriter
         do { writer = try ImageWriter(output: output, options: writerOptions, parent: parent) } catch {
             throw CaptureError.from(error, pid: pid)
@@ -267,8 +268,7 @@ public enum Checkpointer {
             var process = try ProcessCapture.capture(pid: pid)
             if let brk = injected.brk { process.mm.brk = brk }
             phase("process", since: start)
-            var handles = HandleCapture(pid: pid, pidfd: pidfd)
-            try handles.captureAll()
+            var handles = try DescriptorTable.capture(pid: pid, pidfd: pidfd)
             warnings += handles.warnings
             handles.sync.intervalTimers = injected.intervalTimers
             handles.sync.posixTimers = injected.posixTimers
@@ -304,9 +304,7 @@ public enum Checkpointer {
             try writer.addSection(.process, process)
             try writer.addSection(.threads, threads)
             try writer.addSection(.syncObjects, handles.sync)
-            var handleTable = Ccimg_V1_HandleTable()
-            handleTable.handles = handles.handles
-            try writer.addSection(.handles, handleTable)
+            try writer.addSection(.handles, handles.handleTable)
             var sockets = Ccimg_V1_SocketTable()
             sockets.sockets = handles.sockets
             try writer.addSection(.sockets, sockets)

@@ -7,8 +7,8 @@ public enum ImageFormat {
     public static let magic: [UInt8] = [0x89, 0x43, 0x43, 0x49, 0x4D, 0x47, 0x0D, 0x0A]
     /// §3.1 Format major version this library writes and reads.
     public static let major: UInt16 = 1
-    /// §3.1 Format minor version this library writes; it reads every minor ≤ this.
-    public static let minor: UInt16 = 0
+    /// §3.1 Newest format minor version this library writes (``minor(for:)``); it reads every minor ≤ this.
+    public static let minor: UInt16 = 1
     /// §3.1 Length of the fixed header prefix, before the header body.
     public static let headerPrefixLength = 48
     /// §4 Length of the common block header.
@@ -75,7 +75,7 @@ public struct FeatureFlags: Sendable, Hashable {
     /// Bits of each class that this version knows.
     public static let knownCompatible: UInt64 = compatibleDedup
     public static let knownReadOnlyCompatible: UInt64 = 0
-    public static let knownIncompatible: UInt64 = incompatibleParent
+    public static let knownIncompatible: UInt64 = incompatibleParent | incompatibleOpenFiles
 
     public init(compatible: UInt64 = 0, readOnlyCompatible: UInt64 = 0, incompatible: UInt64 = 0) {
         self.compatible = compatible

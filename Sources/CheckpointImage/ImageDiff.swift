@@ -47,6 +47,14 @@ public enum ImageDiff {
             pairs.append((kind.name, d.report))
         }
 
+        // The fd table of open-files images (format 1.1, decision 0018), matched by fd; only when either has one.
+        let fdsA = items(try json(a, .handles), "fds"), fdsB = items(try json(b, .handles), "fds")
+        if !fdsA.isEmpty || !fdsB.isEmpty {
+            let d = keyedDiff(fdsA, fdsB, key: "fd")
+            different = different || d.different
+            pairs.append(("fds", d.report))
+        }
+
         // Synchronization objects: each list compared as a set of records.
         let sa = try json(a, .syncObjects), sb = try json(b, .syncObjects)
         var syncPairs: [(String, JSONValue)] = []

@@ -16,6 +16,7 @@ public enum ImageFlattener {
             opts.machine = top.header.body.machine
         }
         opts.pageSize = UInt32(top.header.pageSize)
+        opts.openFiles = top.header.features.incompatible & FeatureFlags.incompatibleOpenFiles != 0   // its handles are copied as they are
         let writer = try ImageWriter(output: output, options: opts)
         for entry in top.index.sections where entry.kind != SectionKind.memoryMap.rawValue && entry.kind != SectionKind.pageMap.rawValue {
             let flags = BlockFlags(rawValue: UInt16(truncatingIfNeeded: entry.flags))

@@ -30,7 +30,7 @@ public struct ImageHeaderInfo: Sendable {
 
     init(features: FeatureFlags, body: Ccimg_V1_ImageHeader) {
         major = ImageFormat.major
-        minor = ImageFormat.minor
+        minor = ImageFormat.minor(for: features)
         self.features = features
         self.body = body
         encodedLength = 0

@@ -207,12 +207,15 @@ public final class ImageReader: @unchecked Sendable {
     public func section<M: SwiftProtobuf.Message>(_ kind: SectionKind, as type: M.Type) throws(ImageError) -> M? {
         guard let entry = sectionEntry(kind) else { return nil }
         let payload = try sectionPayload(entry)
+        let message: M
         do {
-            return try M(serializedBytes: payload)
+            message = try M(serializedBytes: payload)
         } catch {
             throw ImageError(.structural, "section is not a valid \(M.protoMessageName) record", path: path,
                              location: "section \(kind.name)", offset: entry.offset, cause: "\(error)")
         }
+        if let table = message as? Ccimg_V1_HandleTable { try OpenFileTable.check(table, features: header.features, path: path, offset: entry.offset) }
+        return message
     }
 
     // MARK: Memory

@@ -237,6 +237,8 @@ public enum ImageVerifier {
         for kind in SectionKind.allCases where kind != .memoryMap && kind != .pageMap {
             _ = decodedAny(kind, sections.first(where: { $0.header.kind == kind.rawValue }).map { ($0.offset, $0.payload) }, problem: problem)
         }
+        func payload(_ kind: SectionKind) -> [UInt8]? { sections.first { $0.header.kind == kind.rawValue }?.payload }
+        do throws(ImageError) { try OpenFileTable.verify(handles: payload(.handles), sync: payload(.syncObjects), features: header.features) } catch { problem(error) }
         if let map = decoded(.memoryMap, Ccimg_V1_MemoryMap.self), let pages = decoded(.pageMap, Ccimg_V1_PageMap.self) {
             do throws(ImageError) {
                 try ImageReader.checkVmas(map.vmas, pageSize: UInt64(pageSize))

@@ -31,6 +31,10 @@ public struct ImageWriterOptions: Sendable {
     public var framePool: FramePool?
     /// Writes this parent link instead of the real one (fixtures build broken chains with it).
     @_spi(Fixtures) public var parentLinkOverride: Ccimg_V1_ParentLink?
+    /// §3.3 incompatible bit 1 (open-files, format 1.1): the handles section will be an
+    /// object table and an fd table (``OpenFileTable/handleTable``). The header says so
+    /// and carries minor 1; without it the image is a 1.0 image.
+    public var openFiles = false
 
     public init() {}
 }
@@ -150,6 +154,7 @@ public final class ImageWriter {
         body.pageSize = options.pageSize
         body.pagesPerFrame = options.pagesPerFrame
         var features = FeatureFlags()
+        if options.openFiles { features.incompatible |= FeatureFlags.incompatibleOpenFiles }
         if let link = options.parentLinkOverride {
             body.parent = link
             features.incompatible |= FeatureFlags.incompatibleParent

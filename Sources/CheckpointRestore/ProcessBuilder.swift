@@ -48,7 +48,7 @@ struct ProcessBuilder {
 
     /// File descriptors and the objects behind them (``DescriptorRestore``).
     mutating func restoreHandles() throws {
-        var descriptors = DescriptorRestore(handles: image.handles, sync: image.sync, remote: remote)
+        var descriptors = DescriptorRestore(table: image.openFiles, remote: remote)
         defer {
             remote = descriptors.remote
             warnings += descriptors.warnings

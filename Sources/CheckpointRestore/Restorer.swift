@@ -106,7 +106,8 @@ struct RestoreImage {
     let threads: [Ccimg_V1_ThreadState]
     let vmas: [Ccimg_V1_Vma]
     let signals: Ccimg_V1_SignalDispositions
-    let handles: [Ccimg_V1_Handle]
+    /// §5.3 handles and the sync-objects entries of their objects, checked (1.0: one object per fd).
+    let openFiles: OpenFileTable
     let sync: Ccimg_V1_SyncObjects
 
     init(path: String, storeDirectories: [String]) throws(RestoreError) {
@@ -128,7 +129,7 @@ struct RestoreImage {
             threads = try required(.threads, Ccimg_V1_ThreadList.self).threads
             vmas = top.memoryMap
             signals = try top.section(.signals, as: Ccimg_V1_SignalDispositions.self) ?? .init()
-            handles = try top.section(.handles, as: Ccimg_V1_HandleTable.self)?.handles ?? []
+            openFiles = try top.openFiles()
             sync = try top.section(.syncObjects, as: Ccimg_V1_SyncObjects.self) ?? .init()
         } catch {
             throw RestoreError(error)

@@ -5,8 +5,9 @@ import ImageFixtures
 let root = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "fixtures/images"
 do {
     try FixtureSet.writeGolden(into: "\(root)/1.0")
+    try OpenFilesFixtures.writeGolden(into: "\(root)/1.1")
     try FixtureSet.writeDamaged(into: "\(root)/damaged", goldenDirectory: "\(root)/1.0")
-    print("wrote \(root)/1.0 and \(root)/damaged")
+    print("wrote \(root)/1.0, \(root)/1.1 and \(root)/damaged")
 } catch {
     FileHandle.standardError.write(Data("gen-fixtures: error: \(error)\n".utf8))
     exit(1)

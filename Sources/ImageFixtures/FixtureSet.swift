@@ -224,6 +224,8 @@ public enum FixtureSet {
         cases.append(DamagedCase(file: "cycle-a.ccimg", description: "two images that name each other as parent", verify: "broken-chain", verifyDeep: "broken-chain"))
         cases.append(DamagedCase(file: "cycle-b.ccimg", description: "two images that name each other as parent", verify: "broken-chain", verifyDeep: "broken-chain"))
 
+        cases += try OpenFilesFixtures.writeDamaged(into: directory)   // format 1.1 fd tables (decision 0018)
+
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(cases).write(to: URL(fileURLWithPath: "\(directory)/manifest.json"))

@@ -89,3 +89,72 @@ import SwiftProtobuf
         #expect(!report.isValid, "verify accepts an index whose flags contradict a critical block of unknown kind \(FixtureSet.unknownCriticalKind)")
     }
 }
+
+/// §9 for format 1.1's open-files (incompatible bit 1, decision 0018).
+extension CompatibilityTests {
+    @Test func a10ImageIsReadAsOneObjectPerDescriptor() throws {
+        let reader = try ImageReader(path: Paths.golden("full"))
+        #expect(reader.header.minor == 0 && reader.header.features.incompatible & FeatureFlags.incompatibleOpenFiles == 0)
+        let handles = try #require(try reader.section(.handles, as: Ccimg_V1_HandleTable.self)).handles
+        let table = try reader.openFiles()
+        #expect(table.objects.count == handles.count && table.descriptors.count == handles.count)
+        for (i, h) in handles.enumerated() {
+            #expect(table.descriptors(of: UInt32(i + 1)) == [.init(fd: h.fd, fdFlags: h.fdFlags, objectID: UInt32(i + 1))])
+            #expect(table.object(UInt32(i + 1))?.path == h.path)
+        }
+        let eventfd = try #require(table.objects.first { $0.type == .eventfd })
+        #expect(table.eventfds[eventfd.objectID]?.counter == 7)
+        #expect(table.timerfds.count == 1 && table.signalfds.count == 1)
+    }
+
+    @Test func a11ImageIsRefusedByAReaderThatKnowsOnly10() throws {
+        let reader = try ImageReader(path: GoldenFixtureTests.golden11("open-files"))
+        // 1.0 knew incompatible 0x1 only: the open-files bit makes it refuse, never misread (§3.1 check 7).
+        #expect(reader.header.features.incompatible & ~FeatureFlags.incompatibleParent != 0)
+        #expect(FeatureFlags.knownIncompatible == FeatureFlags.incompatibleParent | FeatureFlags.incompatibleOpenFiles)
+        // And a bit 1.1 does not know is still refused.
+        var bytes = try readBytes(GoldenFixtureTests.golden11("open-files"))
+        bytes[32] |= 0x20
+        ImageSurgery.resealHeader(&bytes)
+        let dir = try TempDir("open-files-unknown")
+        defer { dir.remove() }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir.file("x.ccimg")))
+        #expect((thrown { _ = try ImageReader(path: dir.file("x.ccimg")) } as? ImageError)?.code == .unsupported)
+    }
+
+    @Test func theWriterLabels10Images10And11Images11() throws {
+        #expect(ImageFormat.minor(for: FeatureFlags()) == 0)
+        #expect(ImageFormat.minor(for: FeatureFlags(incompatible: FeatureFlags.incompatibleParent)) == 0)
+        #expect(ImageFormat.minor(for: FeatureFlags(incompatible: FeatureFlags.incompatibleOpenFiles)) == 1)
+        #expect(ImageFormat.minor == 1)
+    }
+
+    @Test func diffComparesA10AndA11Image() throws {
+        let a = try ImageChain.open(path: Paths.golden("full"))
+        let b = try ImageChain.open(path: GoldenFixtureTests.golden11("open-files"))
+        let result = try ImageDiff.compare(a, b)
+        #expect(result.different)
+        #expect(try ImageDiff.compare(b, b).different == false)
+    }
+}
+
+extension CompatibilityTests {
+    @Test func diffReportsChangesOfTheFdTable() throws {
+        let dir = try TempDir("open-files-diff")
+        defer { dir.remove() }
+        var p = OpenFilesFixtures.process()
+        var dup = Ccimg_V1_FdEntry()
+        dup.fd = 30
+        dup.objectID = p.handles.handles[2].objectID
+        p.handles.fds.append(dup)
+        try p.write(to: try ImageOutput(path: dir.file("b.ccimg")), options: OpenFilesFixtures.options(seed: 61))
+        let a = try ImageChain.open(path: GoldenFixtureTests.golden11("open-files"))
+        let result = try ImageDiff.compare(a, try ImageChain.open(path: dir.file("b.ccimg")))
+        #expect(result.different)
+        #expect(result.report["fds"]?["added"] == .array([.int(30)]))
+        #expect(result.report["handles"]?["changed"] == .array([]))
+        // 1.0 images have no fd table, and no fds member.
+        let full = try ImageChain.open(path: Paths.golden("full"))
+        #expect(try ImageDiff.compare(full, full).report["fds"] == nil)
+    }
+}

@@ -125,3 +125,52 @@ import ImageFixtures
         #expect(try reader.sectionPayload(entry) == Array("a section from format 1.9".utf8))
     }
 }
+
+/// §9 The committed golden 1.1 images (open-files, decision 0018): read as
+/// committed, written byte for byte, and holding the descriptors they were written from.
+extension GoldenFixtureTests {
+    static let goldenDirectory11 = Paths.repoRoot + "/fixtures/images/1.1"
+    static func golden11(_ name: String) -> String { "\(goldenDirectory11)/\(name).ccimg" }
+
+    @Test(arguments: OpenFilesFixtures.goldenNames)
+    func golden11DumpsAsCommittedAndVerifiesDeep(name: String) throws {
+        let expected = try String(contentsOfFile: "\(Self.goldenDirectory11)/\(name).dump.json", encoding: .utf8)
+        #expect(try FixtureSet.goldenDump(of: Self.golden11(name)) == expected)
+        let report = ImageVerifier.verify(path: Self.golden11(name), deep: true)
+        #expect(report.isValid, "\(report.problems)")
+        let reader = try ImageReader(path: Self.golden11(name))
+        #expect(reader.header.major == 1 && reader.header.minor == 1)
+        #expect(reader.header.features.incompatible == FeatureFlags.incompatibleOpenFiles)
+    }
+
+    @Test func reencodingReproducesEveryGolden11ImageByteForByte() throws {
+        let dir = try TempDir("golden11")
+        defer { dir.remove() }
+        for name in OpenFilesFixtures.goldenNames {
+            try FileManager.default.copyItem(atPath: Self.golden11(name), toPath: dir.file("\(name).ccimg"))
+        }
+        for name in OpenFilesFixtures.goldenNames {
+            #expect(try OpenFilesFixtures.encodeGolden(name, in: dir.path) == readBytes(Self.golden11(name)), "\(name)")
+        }
+    }
+
+    @Test func golden11HoldsSharedDescriptions() throws {
+        let state = OpenFilesFixtures.process()
+        let reader = try ImageReader(path: Self.golden11("open-files"))
+        #expect(try reader.section(.handles, as: Ccimg_V1_HandleTable.self) == state.handles)
+        #expect(try reader.section(.syncObjects, as: Ccimg_V1_SyncObjects.self) == state.sync)
+        let table = try reader.openFiles()
+        #expect(table.objects.count == 12 && table.descriptors.count == 16)
+        let tty = try #require(table.objects.first { $0.type == .tty })
+        #expect(table.descriptors(of: tty.objectID).map(\.fd) == [0, 1, 2])
+        let file = try #require(table.objects.first { $0.path == "/work/data.txt" })
+        #expect(table.descriptors(of: file.objectID).map(\.fd) == [3, 14] && file.offset == 1234)
+        let eventfd = try #require(table.objects.first { $0.type == .eventfd })
+        #expect(table.descriptors(of: eventfd.objectID) == [.init(fd: 5, fdFlags: 1, objectID: eventfd.objectID),
+                                                            .init(fd: 15, fdFlags: 0, objectID: eventfd.objectID)])
+        #expect(table.eventfds[eventfd.objectID]?.counter == 7)
+        // The flattened copy keeps the open-files layout, and reads the same.
+        let flat = try ImageReader(path: Self.golden11("open-files-flat"))
+        #expect(try flat.openFiles() == table)
+    }
+}

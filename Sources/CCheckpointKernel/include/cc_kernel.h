@@ -161,3 +161,8 @@ extern const unsigned long cc_PTRACE_O_TRACEEXEC;
 extern const int cc_WNOHANG;
 
 #endif
+
+// ---- kcmp
+/// kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): 0 when the two descriptors name one open
+/// file description, 1 or 2 when they do not (an ordering), or -errno.
+long cc_kcmp_file(int pid1, int pid2, int fd1, int fd2);

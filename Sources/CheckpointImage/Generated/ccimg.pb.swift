@@ -8,22 +8,21 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// Computing Communities checkpoint image, format 1.0 — structured records.
+/// Computing Communities checkpoint image, format 1.1 — structured records.
 /// Normative companion of spec/image-format.md. Every section payload (§5) is
 /// exactly one of the messages below, serialized with protobuf's binary wire
 /// format. Raw page contents never appear here: they live in page frames (§6).
 ///
 /// Compatibility rules (§9): fields are only ever added, never renumbered or
 /// retyped; a reader ignores fields it does not know (protobuf does this).
+/// Fields marked "1.1" were added by format 1.1; messages marked "reserved until
+/// its issue lands" are declared by the format but no writer of this project
+/// fills them yet (readers accept them; see image-format.md §5.3).
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 import SwiftProtobuf
 
@@ -896,11 +895,15 @@ public nonisolated struct Ccimg_V1_AltStack: Sendable {
 }
 
 /// §5.3 kind 5: synchronization objects.
+/// eventfds, timerfds and signalfds are filled; in an image with the open-files
+/// feature (incompatible bit 1, §3.3) each names its open file description by
+/// `object_id` (an id of HandleTable.handles), in a 1.0 image by `fd`.
 public nonisolated struct Ccimg_V1_SyncObjects: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// reserved until its issue lands
   public var futexWaiters: [Ccimg_V1_FutexWaiter] = []
 
   public var eventfds: [Ccimg_V1_EventFd] = []
@@ -913,10 +916,13 @@ public nonisolated struct Ccimg_V1_SyncObjects: Sendable {
 
   public var intervalTimers: [Ccimg_V1_IntervalTimer] = []
 
+  /// reserved until its issue lands
   public var sysvSemaphores: [Ccimg_V1_SysvSemaphore] = []
 
+  /// reserved until its issue lands
   public var sysvMessageQueues: [Ccimg_V1_SysvMessageQueue] = []
 
+  /// reserved until its issue lands
   public var sysvSharedMemory: [Ccimg_V1_SysvSharedMemory] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -924,6 +930,7 @@ public nonisolated struct Ccimg_V1_SyncObjects: Sendable {
   public init() {}
 }
 
+/// Reserved until its issue lands: no writer fills it yet.
 public nonisolated struct Ccimg_V1_FutexWaiter: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -944,6 +951,8 @@ public nonisolated struct Ccimg_V1_FutexWaiter: Sendable {
   public init() {}
 }
 
+/// `fd`: in a 1.0 image the descriptor; with open-files, the lowest descriptor of
+/// the object (informational). `object_id` (1.1): the object, with open-files only.
 public nonisolated struct Ccimg_V1_EventFd: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -954,6 +963,8 @@ public nonisolated struct Ccimg_V1_EventFd: Sendable {
   public var counter: UInt64 = 0
 
   public var semaphore: Bool = false
+
+  public var objectID: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -977,6 +988,9 @@ public nonisolated struct Ccimg_V1_TimerFd: Sendable {
 
   public var intervalNs: Int64 = 0
 
+  /// 1.1
+  public var objectID: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -990,6 +1004,8 @@ public nonisolated struct Ccimg_V1_SignalFd: Sendable {
   public var fd: Int32 = 0
 
   public var mask: UInt64 = 0
+
+  public var objectID: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1040,6 +1056,7 @@ public nonisolated struct Ccimg_V1_IntervalTimer: Sendable {
   public init() {}
 }
 
+/// SysV IPC: reserved until its issue lands (no writer fills them yet).
 public nonisolated struct Ccimg_V1_SysvSemaphore: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1111,6 +1128,11 @@ public nonisolated struct Ccimg_V1_SysvSharedMemory: Sendable {
 }
 
 /// §5.3 kind 6: file descriptors.
+/// 1.0 (open-files clear): `handles` holds one Handle per descriptor; `fds` is empty.
+/// 1.1 with open-files (incompatible bit 1, §3.3): `handles` holds one Handle per
+/// open file description (an object, named by `object_id`), and `fds` is the
+/// descriptor table: each descriptor names its object, so descriptors made by
+/// dup, dup2 or inheritance share one object (offset, flags, counter, pipe end).
 public nonisolated struct Ccimg_V1_HandleTable: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1118,11 +1140,38 @@ public nonisolated struct Ccimg_V1_HandleTable: Sendable {
 
   public var handles: [Ccimg_V1_Handle] = []
 
+  /// 1.1, open-files only
+  public var fds: [Ccimg_V1_FdEntry] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
+/// 1.1: one file descriptor of the process: its number, its close-on-exec flag
+/// (per descriptor, not per description) and the object it names.
+public nonisolated struct Ccimg_V1_FdEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// ≥ 0, unique in the table
+  public var fd: Int32 = 0
+
+  /// FD_CLOEXEC
+  public var fdFlags: UInt32 = 0
+
+  /// a Handle.object_id of this table
+  public var objectID: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// With open-files, a Handle is an open file description: `fd` is its lowest
+/// descriptor (informational; the descriptors are in HandleTable.fds) and
+/// `fd_flags` is 0 (close-on-exec belongs to each FdEntry).
 public nonisolated struct Ccimg_V1_Handle: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1223,6 +1272,12 @@ public nonisolated struct Ccimg_V1_Handle: @unchecked Sendable {
     set {_uniqueStorage()._fdinfo = newValue}
   }
 
+  /// 1.1, open-files only: this object's id, ≥ 1, unique
+  public var objectID: UInt32 {
+    get {_storage._objectID}
+    set {_uniqueStorage()._objectID = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1267,6 +1322,8 @@ public nonisolated struct Ccimg_V1_TtyState: Sendable {
 }
 
 /// §5.3 kind 7: sockets.
+/// Filled with family, type, protocol, addresses and state; `options`,
+/// `receive_queue`, `send_queue` and `tcp_repair` are reserved until its issue lands.
 public nonisolated struct Ccimg_V1_SocketTable: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1328,16 +1385,19 @@ public nonisolated struct Ccimg_V1_Socket: @unchecked Sendable {
     set {_uniqueStorage()._options = newValue}
   }
 
+  /// reserved until its issue lands
   public var receiveQueue: Data {
     get {_storage._receiveQueue}
     set {_uniqueStorage()._receiveQueue = newValue}
   }
 
+  /// reserved until its issue lands
   public var sendQueue: Data {
     get {_storage._sendQueue}
     set {_uniqueStorage()._sendQueue = newValue}
   }
 
+  /// reserved until its issue lands
   public var tcpRepair: Ccimg_V1_TcpRepair {
     get {_storage._tcpRepair ?? Ccimg_V1_TcpRepair()}
     set {_uniqueStorage()._tcpRepair = newValue}
@@ -1376,6 +1436,7 @@ public nonisolated struct Ccimg_V1_SocketOption: Sendable {
   public init() {}
 }
 
+/// Reserved until its issue lands: no writer fills it yet.
 public nonisolated struct Ccimg_V1_TcpRepair: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1420,10 +1481,10 @@ public nonisolated struct Ccimg_V1_Console: Sendable {
 
   public var cols: UInt32 = 0
 
-  /// oldest first, bounded (§10)
+  /// oldest first, bounded (§10); reserved until its issue lands
   public var history: [Ccimg_V1_ConsoleRecord] = []
 
-  /// bytes that fell off the front of the history
+  /// bytes that fell off the front of the history; reserved until its issue lands
   public var droppedBytes: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2830,7 +2891,7 @@ nonisolated extension Ccimg_V1_FutexWaiter: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Ccimg_V1_EventFd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventFd"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{1}counter\0\u{1}semaphore\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{1}counter\0\u{1}semaphore\0\u{3}object_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2841,6 +2902,7 @@ nonisolated extension Ccimg_V1_EventFd: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.counter) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.semaphore) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.objectID) }()
       default: break
       }
     }
@@ -2856,6 +2918,9 @@ nonisolated extension Ccimg_V1_EventFd: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.semaphore != false {
       try visitor.visitSingularBoolField(value: self.semaphore, fieldNumber: 3)
     }
+    if self.objectID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.objectID, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2863,6 +2928,7 @@ nonisolated extension Ccimg_V1_EventFd: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.fd != rhs.fd {return false}
     if lhs.counter != rhs.counter {return false}
     if lhs.semaphore != rhs.semaphore {return false}
+    if lhs.objectID != rhs.objectID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2870,7 +2936,7 @@ nonisolated extension Ccimg_V1_EventFd: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Ccimg_V1_TimerFd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TimerFd"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{3}clock_id\0\u{1}ticks\0\u{3}settime_flags\0\u{3}value_ns\0\u{3}interval_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{3}clock_id\0\u{1}ticks\0\u{3}settime_flags\0\u{3}value_ns\0\u{3}interval_ns\0\u{3}object_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2884,6 +2950,7 @@ nonisolated extension Ccimg_V1_TimerFd: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.settimeFlags) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.valueNs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.intervalNs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.objectID) }()
       default: break
       }
     }
@@ -2908,6 +2975,9 @@ nonisolated extension Ccimg_V1_TimerFd: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.intervalNs != 0 {
       try visitor.visitSingularInt64Field(value: self.intervalNs, fieldNumber: 6)
     }
+    if self.objectID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.objectID, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2918,6 +2988,7 @@ nonisolated extension Ccimg_V1_TimerFd: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.settimeFlags != rhs.settimeFlags {return false}
     if lhs.valueNs != rhs.valueNs {return false}
     if lhs.intervalNs != rhs.intervalNs {return false}
+    if lhs.objectID != rhs.objectID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2925,7 +2996,7 @@ nonisolated extension Ccimg_V1_TimerFd: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Ccimg_V1_SignalFd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SignalFd"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{1}mask\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{1}mask\0\u{3}object_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2935,6 +3006,7 @@ nonisolated extension Ccimg_V1_SignalFd: SwiftProtobuf.Message, SwiftProtobuf._M
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.mask) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.objectID) }()
       default: break
       }
     }
@@ -2947,12 +3019,16 @@ nonisolated extension Ccimg_V1_SignalFd: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.mask != 0 {
       try visitor.visitSingularUInt64Field(value: self.mask, fieldNumber: 2)
     }
+    if self.objectID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.objectID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Ccimg_V1_SignalFd, rhs: Ccimg_V1_SignalFd) -> Bool {
     if lhs.fd != rhs.fd {return false}
     if lhs.mask != rhs.mask {return false}
+    if lhs.objectID != rhs.objectID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3245,7 +3321,7 @@ nonisolated extension Ccimg_V1_SysvSharedMemory: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Ccimg_V1_HandleTable: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HandleTable"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handles\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handles\0\u{1}fds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3254,6 +3330,7 @@ nonisolated extension Ccimg_V1_HandleTable: SwiftProtobuf.Message, SwiftProtobuf
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.handles) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.fds) }()
       default: break
       }
     }
@@ -3263,11 +3340,55 @@ nonisolated extension Ccimg_V1_HandleTable: SwiftProtobuf.Message, SwiftProtobuf
     if !self.handles.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.handles, fieldNumber: 1)
     }
+    if !self.fds.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.fds, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Ccimg_V1_HandleTable, rhs: Ccimg_V1_HandleTable) -> Bool {
     if lhs.handles != rhs.handles {return false}
+    if lhs.fds != rhs.fds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Ccimg_V1_FdEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FdEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{3}fd_flags\0\u{3}object_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.fdFlags) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.objectID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.fd != 0 {
+      try visitor.visitSingularInt32Field(value: self.fd, fieldNumber: 1)
+    }
+    if self.fdFlags != 0 {
+      try visitor.visitSingularUInt32Field(value: self.fdFlags, fieldNumber: 2)
+    }
+    if self.objectID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.objectID, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Ccimg_V1_FdEntry, rhs: Ccimg_V1_FdEntry) -> Bool {
+    if lhs.fd != rhs.fd {return false}
+    if lhs.fdFlags != rhs.fdFlags {return false}
+    if lhs.objectID != rhs.objectID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3275,7 +3396,7 @@ nonisolated extension Ccimg_V1_HandleTable: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Handle"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{3}fd_flags\0\u{3}open_flags\0\u{1}type\0\u{1}path\0\u{1}identity\0\u{1}offset\0\u{1}deleted\0\u{1}contents\0\u{1}unread\0\u{3}pipe_id\0\u{3}epoll_targets\0\u{3}device_rdev\0\u{1}tty\0\u{3}socket_inode\0\u{1}fdinfo\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fd\0\u{3}fd_flags\0\u{3}open_flags\0\u{1}type\0\u{1}path\0\u{1}identity\0\u{1}offset\0\u{1}deleted\0\u{1}contents\0\u{1}unread\0\u{3}pipe_id\0\u{3}epoll_targets\0\u{3}device_rdev\0\u{1}tty\0\u{3}socket_inode\0\u{1}fdinfo\0\u{3}object_id\0")
 
   fileprivate class _StorageClass {
     var _fd: Int32 = 0
@@ -3294,6 +3415,7 @@ nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._Mes
     var _tty: Ccimg_V1_TtyState? = nil
     var _socketInode: UInt64 = 0
     var _fdinfo: String = String()
+    var _objectID: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3320,6 +3442,7 @@ nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._Mes
       _tty = source._tty
       _socketInode = source._socketInode
       _fdinfo = source._fdinfo
+      _objectID = source._objectID
     }
   }
 
@@ -3354,6 +3477,7 @@ nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._Mes
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._tty) }()
         case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._socketInode) }()
         case 16: try { try decoder.decodeSingularStringField(value: &_storage._fdinfo) }()
+        case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._objectID) }()
         default: break
         }
       }
@@ -3414,6 +3538,9 @@ nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._Mes
       if !_storage._fdinfo.isEmpty {
         try visitor.visitSingularStringField(value: _storage._fdinfo, fieldNumber: 16)
       }
+      if _storage._objectID != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._objectID, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3439,6 +3566,7 @@ nonisolated extension Ccimg_V1_Handle: SwiftProtobuf.Message, SwiftProtobuf._Mes
         if _storage._tty != rhs_storage._tty {return false}
         if _storage._socketInode != rhs_storage._socketInode {return false}
         if _storage._fdinfo != rhs_storage._fdinfo {return false}
+        if _storage._objectID != rhs_storage._objectID {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointImage
+import LinuxKernel
+
+/// An inotify instance (`anon_inode:inotify`): its watches are in the saved
+/// fdinfo text (`inotify wd:… ino:… sdev:… mask:… f_handle:…`). Made again with
+/// inotify_init1(2); each watched file is found by its handle (open_by_handle_at)
+/// and watched in watch-descriptor order, so the numbers come out the same.
+package enum InotifyDescriptor: DescriptorKind {
+    package static let types: [Ccimg_V1_HandleType] = [.inotify]
+
+    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
+        probe.link == "anon_inode:inotify" || probe.link == "anon_inode:[inotify]" ? .inotify : nil
+    }
+
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+        let fd = try context.remote.call("inotify_init1", X86Syscall.inotifyInit1, [UInt64(h.openFlags & UInt32(O_NONBLOCK))])
+        try addWatches(fd: fd, fdinfo: h.fdinfo, savedFD: h.fd, &context)
+        return fd
+    }
+
+    /// inotify_add_watch(2) of every watch of the saved fdinfo lines, in wd order.
+    static func addWatches(fd: UInt64, fdinfo: String, savedFD: Int32, _ context: inout DescriptorRestoreContext) throws {
+        let lines = fdinfo.split(separator: "\n").filter { $0.hasPrefix("inotify:") }
+        let watches = lines.map { ProcFS.tokens(String($0.dropFirst("inotify:".count))) }
+            .sorted { Int($0["wd"] ?? "0") ?? 0 < Int($1["wd"] ?? "0") ?? 0 }
+        for w in watches {
+            guard let handleHex = w["f_handle"], let type = Int32(w["fhandle-type"] ?? "", radix: 16),
+                  let mask = UInt32(w["mask"] ?? "", radix: 16), let sdev = UInt64(w["sdev"] ?? "", radix: 16) else { continue }
+            let handle = stride(from: 0, to: handleHex.count - 1, by: 2).compactMap { i -> UInt8? in
+                let a = handleHex.index(handleHex.startIndex, offsetBy: i)
+                return UInt8(handleHex[a...handleHex.index(after: a)], radix: 16)
+            }
+            guard let path = path(ofHandle: handle, type: type, device: sdev) else {
+                context.warn("fd \(savedFD): an inotify watch (inode \(w["ino"] ?? "?")) names a file that is gone; not restored")
+                continue
+            }
+            let address = try context.remote.put(string: path)
+            try context.remote.call("inotify_add_watch(\(path))", X86Syscall.inotifyAddWatch, [fd, address, UInt64(mask)])
+        }
+    }
+
+    /// The path of the file with handle `handle` on the file system of kernel device `device`.
+    static func path(ofHandle handle: [UInt8], type: Int32, device: UInt64) -> String? {
+        // The kernel's dev_t in fdinfo is major << 20 | minor; find a mount of that device.
+        let major = device >> 20, minor = device & 0xfffff
+        let mountinfo = (try? ProcFS.read("/proc/self/mountinfo")) ?? ""
+        let mounts = mountinfo.split(separator: "\n").compactMap { line -> String? in
+            let f = line.split(separator: " ")
+            return f.count > 4 && f[2] == "\(major):\(minor)" ? String(f[4]) : nil
+        }
+        for mount in mounts + ["/"] {
+            let mountFD = open(mount, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard mountFD >= 0 else { continue }
+            defer { close(mountFD) }
+            let fd = handle.withUnsafeBytes { cc_open_by_handle(mountFD, type, $0.baseAddress, UInt32($0.count), Linux.O_PATH | O_CLOEXEC) }
+            guard fd >= 0 else { continue }
+            defer { close(Int32(fd)) }
+            if let path = try? ProcFS.readLink("/proc/self/fd/\(fd)"), !path.hasSuffix(" (deleted)") { return path }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCheckpointKernel
+import CheckpointImage
+import LinuxKernel
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A pipe (`pipe:[ino]`) or FIFO (a named S_IFIFO): the pipe inode shared by both
+/// ends, and the bytes queued in it, copied with tee(2) so the process still
+/// reads them. A pipe is made again with pipe2(2) and refilled; a FIFO is
+/// reopened by path (O_NONBLOCK). At fds 0–2, a FIFO, or a pipe whose other end
+/// is outside the process, stays ccpm's own.
+package enum PipeDescriptor: DescriptorKind {
+    package static let types: [Ccimg_V1_HandleType] = [.pipe, .fifo]
+    package static var setsStatusFlags: Bool { true }
+
+    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
+        if probe.link.hasPrefix("pipe:[") || (probe.mode == S_IFIFO && !probe.link.hasPrefix("/")) { return .pipe }
+        return probe.mode == S_IFIFO ? .fifo : nil
+    }
+
+    package static func capture(_ probe: DescriptorProbe, into h: inout Ccimg_V1_Handle,
+                                _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
+        h.pipeID = probe.inode
+        guard !context.pipesRead.contains(h.pipeID) else { return }
+        let ours = try context.borrow(h.fd)
+        defer { close(ours) }
+        var queued: Int32 = 0
+        guard cc_fionread(ours, &queued) >= 0, queued > 0 else { return }
+        context.pipesRead.insert(h.pipeID)
+        var bytes = [UInt8](repeating: 0, count: Int(queued))
+        let n = try kernelCall("tee", bytes.withUnsafeMutableBytes { cc_pipe_peek(ours, $0.baseAddress, $0.count) })
+        h.unread = Data(bytes.prefix(n))
+    }
+
+    package static func inheritsStandardDescriptor(_ h: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool {
+        h.type == .fifo || !context.holdsOtherEnd(h)
+    }
+
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+        if h.type == .fifo { return try PathReopen.open(h, &context) }
+        var ends = context.pipeEnds[h.pipeID]
+        if ends == nil {
+            let fdsAddress = try context.remote.put([UInt8](repeating: 0, count: 8))
+            try context.remote.call("pipe2", X86Syscall.pipe2, [fdsAddress, 0])
+            let fds = try context.remote.get(8, at: fdsAddress)
+            let read = UInt64(fds[0..<4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
+            let write = UInt64(fds[4..<8].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
+            // The unread bytes go back into the pipe (raised to fit, F_SETPIPE_SZ).
+            let unread = context.table.objects.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
+            if unread.count > 65536 {
+                try context.remote.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [write, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)])
+            }
+            try context.writeAll(Array(unread), to: write)
+            ends = (read, write)
+            context.pipeEnds[h.pipeID] = ends
+            if !context.holdsOtherEnd(h) {
+                context.warn("fd \(h.fd): the other end of its pipe was outside the process; that end is restored closed")
+            }
+        }
+        let end = h.openFlags & UInt32(O_ACCMODE) == UInt32(O_WRONLY) ? ends!.write : ends!.read
+        return try context.remote.call("fcntl(F_DUPFD)", X86Syscall.fcntl, [end, UInt64(F_DUPFD), 0])
+    }
+}
