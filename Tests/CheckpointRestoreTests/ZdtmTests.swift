@@ -77,7 +77,7 @@ struct ZdtmTests {
 
     /// Two descriptors of one open file description (dup of a file, of an eventfd) are
     /// one description again after a restore: one offset, one counter.
-    @Test(.disabled("needs shared open file descriptions, issue #13 point 4"))
+    @Test
     func sharedOpenFileDescriptionsAfterRestore() throws {
         let binary = try Self.build("shared_fd")
         let dir = try CaptureSupport.temporaryDirectory()

@@ -1,6 +1,7 @@
 import CheckpointImage
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,7 +9,7 @@ import Glibc
 /// Open file descriptions keep their identity (issue #13, zdtm's dup tests): a
 /// file and an eventfd, each with dups, are captured once each (kcmp) into a 1.1
 /// image and come back after checkpoint, kill and restore still shared.
-@Suite(.serialized)
+@Suite(.serialized, .enabled(if: Gate.tracing, "needs root, or kernel.yama.ptrace_scope 0, to trace processes that are not ours"))
 struct SharedDescriptionTests {
     let ccpm = CaptureSupport.tool("ccpm")
     let ccimg = CaptureSupport.tool("ccimg")
