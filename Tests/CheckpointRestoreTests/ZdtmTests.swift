@@ -31,10 +31,7 @@ struct ZdtmTests {
         ZdtmProgram("file_deleted"),
         ZdtmProgram("directory_fd"),
         ZdtmProgram("pipe_unread"),
-        ZdtmProgram("fifo", restoreIssue: """
-            a named pipe's unread bytes are lost: they are captured, but DescriptorRestore opens the fifo by its path \
-            and writes nothing back into it
-            """),
+        ZdtmProgram("fifo"),
         ZdtmProgram("eventfd"),
         ZdtmProgram("timerfd"),
         ZdtmProgram("sigaction"),
@@ -42,10 +39,7 @@ struct ZdtmTests {
         ZdtmProgram("sigaltstack"),
         ZdtmProgram("signalfd"),
         ZdtmProgram("epoll"),
-        ZdtmProgram("inotify", restoreIssue: """
-            inotify watches are not restored: the saved fdinfo lines read 'inotify wd:\\t1 ino:…' \
-            (parseFdinfo cuts the key at the first colon), and DescriptorRestore.addInotifyWatches looks for lines starting 'inotify:'
-            """),
+        ZdtmProgram("inotify"),
         ZdtmProgram("memfd"),
         ZdtmProgram("threads"),
         ZdtmProgram("names", restoreIssue: """

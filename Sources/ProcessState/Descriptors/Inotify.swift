@@ -22,14 +22,24 @@ package enum InotifyDescriptor: DescriptorKind {
         return fd
     }
 
+    /// The watches of an inotify fdinfo text, in wd order, as key/value tokens (`wd`, `ino`,
+    /// `sdev`, `mask`, `fhandle-type`, `f_handle`). The kernel prints `inotify wd:1 ino:…`;
+    /// a capture records each line as `key:\tvalue` cut at its first colon, so the text
+    /// holds `inotify wd:\t1 ino:…`: both forms are read.
+    static func watches(inFdinfo fdinfo: String) -> [[String: String]] {
+        fdinfo.split(separator: "\n").filter { $0.hasPrefix("inotify") }.map { line in
+            ProcFS.tokens(String(line.dropFirst("inotify".count).drop { $0 == ":" }).replacing("\t", with: " "))
+        }.sorted { Int($0["wd"] ?? "0") ?? 0 < Int($1["wd"] ?? "0") ?? 0 }
+    }
+
     /// inotify_add_watch(2) of every watch of the saved fdinfo lines, in wd order.
     static func addWatches(fd: UInt64, fdinfo: String, savedFD: Int32, _ context: inout DescriptorRestoreContext) throws {
-        let lines = fdinfo.split(separator: "\n").filter { $0.hasPrefix("inotify:") }
-        let watches = lines.map { ProcFS.tokens(String($0.dropFirst("inotify:".count))) }
-            .sorted { Int($0["wd"] ?? "0") ?? 0 < Int($1["wd"] ?? "0") ?? 0 }
-        for w in watches {
+        for w in watches(inFdinfo: fdinfo) {
             guard let handleHex = w["f_handle"], let type = Int32(w["fhandle-type"] ?? "", radix: 16),
-                  let mask = UInt32(w["mask"] ?? "", radix: 16), let sdev = UInt64(w["sdev"] ?? "", radix: 16) else { continue }
+                  let mask = UInt32(w["mask"] ?? "", radix: 16), let sdev = UInt64(w["sdev"] ?? "", radix: 16) else {
+                context.warn("fd \(savedFD): an inotify watch (wd \(w["wd"] ?? "?")) is recorded without its file handle; not restored")
+                continue
+            }
             let handle = stride(from: 0, to: handleHex.count - 1, by: 2).compactMap { i -> UInt8? in
                 let a = handleHex.index(handleHex.startIndex, offsetBy: i)
                 return UInt8(handleHex[a...handleHex.index(after: a)], radix: 16)

@@ -43,7 +43,10 @@ package enum PipeDescriptor: DescriptorKind {
     }
 
     package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
-        if h.type == .fifo { return try PathReopen.open(h, &context) }
+        if h.type == .fifo {
+            if context.pipeEnds[h.pipeID] == nil { try refillFifo(h, &context) }
+            return try PathReopen.open(h, &context)
+        }
         var ends = context.pipeEnds[h.pipeID]
         if ends == nil {
             let fdsAddress = try context.remote.put([UInt8](repeating: 0, count: 8))
@@ -65,5 +68,27 @@ package enum PipeDescriptor: DescriptorKind {
         }
         let end = h.openFlags & UInt32(O_ACCMODE) == UInt32(O_WRONLY) ? ends!.write : ends!.read
         return try context.remote.call("fcntl(F_DUPFD)", X86Syscall.fcntl, [end, UInt64(F_DUPFD), 0])
+    }
+
+    /// Before the first end of a FIFO is reopened: a reader and a writer of the restore's
+    /// own (open(2) O_NONBLOCK), so that no end waits or fails (ENXIO) for want of a peer,
+    /// and the unread bytes written back through them. Both are closed with the pipes'
+    /// ends, once every end the process had is open again.
+    static func refillFifo(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws {
+        guard access(h.path, F_OK) == 0 else {
+            throw StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open")
+        }
+        let path = try context.remote.put(string: h.path)
+        let at = UInt64(bitPattern: Int64(AT_FDCWD))
+        let reader = try context.remote.call("openat(\(h.path), O_RDONLY)", X86Syscall.openat,
+                                             [at, path, UInt64(O_RDONLY | O_NONBLOCK | O_CLOEXEC)])
+        let writer = try context.remote.call("openat(\(h.path), O_WRONLY)", X86Syscall.openat,
+                                             [at, path, UInt64(O_WRONLY | O_NONBLOCK | O_CLOEXEC)])
+        context.pipeEnds[h.pipeID] = (reader, writer)
+        let unread = context.table.objects.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
+        if unread.count > 65536 {
+            try context.remote.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [writer, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)])
+        }
+        try context.writeAll(Array(unread), to: writer)
     }
 }
