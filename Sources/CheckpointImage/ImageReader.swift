@@ -1,5 +1,5 @@
 import LinuxKernel
-import Glibc
+import Synchronization
 import SwiftProtobuf
 
 /// Reads an image file at random (§7): footer → index → any section or page
@@ -7,7 +7,7 @@ import SwiftProtobuf
 ///
 /// Opening checks the header, footer and index, and decodes and validates the
 /// memory map and page map; page contents are read lazily, one frame at a time.
-public final class ImageReader: @unchecked Sendable {
+public final class ImageReader: Sendable {
     public let path: String
     public let header: ImageHeaderInfo
     public let fileSize: UInt64
@@ -17,19 +17,19 @@ public final class ImageReader: @unchecked Sendable {
     public let indexDigest: PageHash
     public let indexOffset: UInt64
     /// §5.3 The VMAs, ascending.
-    public private(set) var memoryMap: [Ccimg_V1_Vma] = []
+    public let memoryMap: [Ccimg_V1_Vma]
     /// §6.2 The page states of each VMA, parallel to ``memoryMap``.
-    public private(set) var pageTables: [VmaPageTable] = []
+    public let pageTables: [VmaPageTable]
 
     let descriptor: OwnedDescriptor
-    private var cachedFrame: (number: Int, bytes: [UInt8])?
-    private let lock = Lock()
+    /// The last frame read by ``frame(_:)``, for callers reading page after page of one frame.
+    private let cachedFrame = Mutex<(number: Int, bytes: [UInt8])?>(nil)
 
     /// Opens and checks `path`.
     public init(path: String) throws(ImageError) {
         self.path = path
         do throws(ImageError) {
-            let descriptor = try OwnedDescriptor(path: path, flags: O_RDONLY)
+            let descriptor = try OwnedDescriptor(readingImageAt: path)
             let size = try descriptor.size()
             var position: UInt64 = 0
             let header = try ImageHeaderInfo.decode { (n) throws(ImageError) in
@@ -63,13 +63,16 @@ public final class ImageReader: @unchecked Sendable {
                                  offset: footer.indexOffset, cause: "\(error)")
             }
             try ImageReader.checkIndex(index, header: header, indexOffset: footer.indexOffset)
+            (memoryMap, pageTables) = try ImageReader.loadMemory(
+                map: try ImageReader.section(.memoryMap, as: Ccimg_V1_MemoryMap.self, of: index, descriptor, fileSize: size, path: path),
+                pages: try ImageReader.section(.pageMap, as: Ccimg_V1_PageMap.self, of: index, descriptor, fileSize: size, path: path),
+                header: header, storedPages: index.storedPages)
             self.descriptor = descriptor
             self.header = header
             self.fileSize = size
             self.index = index
             self.indexOffset = footer.indexOffset
             self.indexDigest = indexPayload.withUnsafeBytes { PageHash(of: $0) }
-            try loadMemory()
         } catch {
             throw error.at(path: path)
         }
@@ -189,6 +192,11 @@ public final class ImageReader: @unchecked Sendable {
 
     /// The payload of a section, checked and decompressed.
     public func sectionPayload(_ entry: Ccimg_V1_SectionEntry) throws(ImageError) -> [UInt8] {
+        try ImageReader.sectionPayload(entry, descriptor: descriptor, fileSize: fileSize, path: path)
+    }
+
+    static func sectionPayload(_ entry: Ccimg_V1_SectionEntry, descriptor: borrowing OwnedDescriptor, fileSize: UInt64,
+                               path: String) throws(ImageError) -> [UInt8] {
         let name = SectionKind(rawValue: entry.kind).map { "section \($0.name)" } ?? "section kind \(entry.kind)"
         do throws(ImageError) {
             let (header, payload) = try ImageReader.readBlock(
@@ -206,20 +214,35 @@ public final class ImageReader: @unchecked Sendable {
     /// Decodes section `kind` as `type`; nil when the image has no such section.
     public func section<M: SwiftProtobuf.Message>(_ kind: SectionKind, as type: M.Type) throws(ImageError) -> M? {
         guard let entry = sectionEntry(kind) else { return nil }
-        let payload = try sectionPayload(entry)
+        return try ImageReader.decodeSection(try sectionPayload(entry), as: M.self, kind: kind, offset: entry.offset, path: path)
+    }
+
+    /// Section `kind` of the image behind `descriptor` decoded as `type`; empty when `index` lists none.
+    static func section<M: SwiftProtobuf.Message>(_ kind: SectionKind, as type: M.Type, of index: Ccimg_V1_Index,
+                                                  _ descriptor: borrowing OwnedDescriptor, fileSize: UInt64,
+                                                  path: String) throws(ImageError) -> M {
+        guard let entry = index.sections.first(where: { $0.kind == kind.rawValue }) else { return M() }
+        let payload = try ImageReader.sectionPayload(entry, descriptor: descriptor, fileSize: fileSize, path: path)
+        return try ImageReader.decodeSection(payload, as: M.self, kind: kind, offset: entry.offset, path: path)
+    }
+
+    /// §5.3 A section's payload decoded as its record.
+    static func decodeSection<M: SwiftProtobuf.Message>(_ payload: [UInt8], as type: M.Type, kind: SectionKind, offset: UInt64,
+                                                        path: String?) throws(ImageError) -> M {
         do {
             return try M(serializedBytes: payload)
         } catch {
             throw ImageError(.structural, "section is not a valid \(M.protoMessageName) record", path: path,
-                             location: "section \(kind.name)", offset: entry.offset, cause: "\(error)")
+                             location: "section \(kind.name)", offset: offset, cause: "\(error)")
         }
     }
 
     // MARK: Memory
 
-    private func loadMemory() throws(ImageError) {
-        let map = try section(.memoryMap, as: Ccimg_V1_MemoryMap.self) ?? Ccimg_V1_MemoryMap()
-        let pages = try section(.pageMap, as: Ccimg_V1_PageMap.self) ?? Ccimg_V1_PageMap()
+    /// §5.3, §6.2 Checks the memory map and decodes the page map against it: the one
+    /// decoder of both, for the random-access reader and the verifier.
+    static func loadMemory(map: Ccimg_V1_MemoryMap, pages: Ccimg_V1_PageMap, header: ImageHeaderInfo,
+                           storedPages: UInt64) throws(ImageError) -> ([Ccimg_V1_Vma], [VmaPageTable]) {
         try ImageReader.checkVmas(map.vmas, pageSize: UInt64(header.pageSize))
         guard pages.vmas.count == map.vmas.count else {
             throw ImageError(.structural, "page map describes \(pages.vmas.count) VMAs, memory map has \(map.vmas.count)",
@@ -233,11 +256,10 @@ public final class ImageReader: @unchecked Sendable {
             tables.append(try VmaPageTable.decode(Array(runs.runs), pageCount: count, nextOrdinal: &ordinal,
                                                   allowInherited: header.hasParent, vmaNumber: i))
         }
-        guard ordinal == index.storedPages else {
-            throw ImageError(.structural, "page map stores \(ordinal) pages, index has \(index.storedPages)", location: "section page-map")
+        guard ordinal == storedPages else {
+            throw ImageError(.structural, "page map stores \(ordinal) pages, index has \(storedPages)", location: "section page-map")
         }
-        memoryMap = map.vmas
-        pageTables = tables
+        return (map.vmas, tables)
     }
 
     /// §5.3 VMAs ascend, do not overlap, are page aligned and below the address limit.
@@ -283,12 +305,12 @@ public final class ImageReader: @unchecked Sendable {
 
     /// The decompressed pages of frame `number`, checked against its block checksum.
     public func frame(_ number: Int) throws(ImageError) -> [UInt8] {
-        lock.lock()
-        defer { lock.unlock() }
-        if let cachedFrame, cachedFrame.number == number { return cachedFrame.bytes }
-        let bytes = try readFrame(number)
-        cachedFrame = (number, bytes)
-        return bytes
+        try cachedFrame.withLock { (cached) throws(ImageError) in
+            if let cached, cached.number == number { return cached.bytes }
+            let bytes = try readFrame(number)
+            cached = (number, bytes)
+            return bytes
+        }
     }
 
     /// The decompressed pages of frame `number`, read and checked anew without the

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import LinuxKernel
 import SwiftProtobuf
 
 /// Reads an image front to back from a stream — a pipe, a socket, standard
@@ -31,7 +29,7 @@ public final class ImageStreamReader {
 
     /// Reads and checks the header from `fd`, which stays open and owned by the caller.
     public init(fd: Int32) throws(ImageError) {
-        scanner = BlockScanner(descriptor: OwnedDescriptor(raw: dup(fd)))
+        scanner = BlockScanner(descriptor: OwnedDescriptor(duplicating: fd))
         header = try scanner.readHeader()
     }
 

@@ -1,4 +1,4 @@
-import Glibc
+import LinuxKernel
 import SwiftProtobuf
 
 /// What `ccimg verify` found (§11).
@@ -30,7 +30,7 @@ public enum ImageVerifier {
     public static func verify(path: String, deep: Bool, storeDirectories: [String] = []) -> VerifyReport {
         var report = VerifyReport(path: path, deep: deep)
         let descriptor: OwnedDescriptor
-        do { descriptor = try OwnedDescriptor(path: path, flags: O_RDONLY) } catch {
+        do { descriptor = try OwnedDescriptor(readingImageAt: path) } catch {
             report.problems.append(error)
             return report
         }
@@ -45,7 +45,7 @@ public enum ImageVerifier {
                 report.parents.append(parent.path)
                 var parentReport = VerifyReport(path: parent.path, deep: deep)
                 do {
-                    _ = scan(try OwnedDescriptor(path: parent.path, flags: O_RDONLY), into: &parentReport)
+                    _ = scan(try OwnedDescriptor(readingImageAt: parent.path), into: &parentReport)
                 } catch {
                     parentReport.problems.append(error)
                 }
@@ -69,7 +69,7 @@ public enum ImageVerifier {
     /// Verifies an image read from a stream (a pipe); its parents, if any, are not checked.
     public static func verify(streamFrom fd: Int32, deep: Bool) -> VerifyReport {
         var report = VerifyReport(path: "-", deep: deep)
-        let descriptor = OwnedDescriptor(raw: dup(fd))
+        let descriptor = OwnedDescriptor(duplicating: fd)
         _ = scan(descriptor, into: &report)
         return report
     }

@@ -1,5 +1,4 @@
 import LinuxKernel
-import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -15,7 +14,7 @@ public struct ImageWriterOptions: Sendable {
     /// §3.2 The image's identity; random unless a caller (fixtures) fixes it.
     public var uuid = ImageUUID.random()
     /// §3.2 Creation time in nanoseconds since the Unix epoch.
-    public var createdUnixNanoseconds = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
+    public var createdUnixNanoseconds = Host.realtimeNanoseconds()
     public var machine = Ccimg_V1_MachineFacts()
     public var pageSize: UInt32 = 4096
     public var pagesPerFrame: UInt32 = ImageFormat.defaultPagesPerFrame
@@ -370,7 +369,7 @@ public final class ImageWriter {
     /// dedup).
     private func keepInFrame(_ page: UnsafeMutableRawPointer, frame: UnsafeMutableRawPointer) {
         guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { return }
-        if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
+        if frame + frameFill != page { (frame + frameFill).copyMemory(from: page, byteCount: pageSize) }
         frameFill += pageSize
     }
 
@@ -386,7 +385,7 @@ public final class ImageWriter {
     /// stored page (true) the caller puts its bytes at `frameFill` of the frame.
     private func record(_ page: UnsafeRawBufferPointer) -> Bool {
         defer { advance(1) }
-        let isZero = zeroPage.withUnsafeBytes { memcmp($0.baseAddress!, page.baseAddress!, pageSize) == 0 }
+        let isZero = zeroPage.withUnsafeBytes { RawMemory.equal($0.baseAddress!, page.baseAddress!, count: pageSize) }
         if isZero {
             currentRuns.append(.zero)
             stateCounts[.zero, default: 0] += 1
@@ -565,7 +564,7 @@ public final class ImageWriter {
         offset += UInt64(bytes.count)
         if bytes.count >= 16 << 10 {
             try flushBuffer()
-            try output.descriptor.writeAll(bytes)
+            try output.descriptor.writeAllBytes(bytes)
             startWriteback()
             return
         }
@@ -575,7 +574,7 @@ public final class ImageWriter {
 
     private func flushBuffer() throws(ImageError) {
         guard !staging.isEmpty else { return }
-        try staging.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
+        try staging.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAllBytes(raw) }
         staging.removeAll(keepingCapacity: true)
         startWriteback()
     }
@@ -639,9 +638,6 @@ public final class FramePool: @unchecked Sendable {
     }
     /// While set, workers start no compression; see ``ImageWriter/withCompressionPaused(_:)``.
     private var paused = false
-    /// SCHED_BATCH (<linux/sched.h>); glibc defines it only for _GNU_SOURCE. Any thread may
-    /// switch itself to it: it keeps its nice value and needs no privilege.
-    private static let schedBatch: Int32 = 3
 
     init(slots: Int, frameBytes: Int, level: Int32) {
         self.frameBytes = frameBytes
@@ -706,8 +702,7 @@ public final class FramePool: @unchecked Sendable {
         // batch tasks). Woken on the writer's core, a worker used to take it over and keep
         // it while it compressed frame after frame, the other core idle: during a capture's
         // freeze, the thread the frozen process waits on stood still for up to 3.5 ms.
-        var parameters = sched_param()
-        _ = sched_setscheduler(0, FramePool.schedBatch, &parameters)
+        ThreadScheduling.becomeBatch()
         let compressor = ZstdCompressor(warmFor: frameBytes, level: level)
         while true {
             condition.lock()

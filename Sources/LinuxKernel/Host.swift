@@ -18,4 +18,17 @@ package enum Host {
 
     /// The directory for temporary files: $TMPDIR, else /tmp.
     package static var temporaryDirectory: String { environment("TMPDIR") ?? "/tmp" }
+
+    /// This process's id, getpid(2).
+    package static var processID: Int32 { getpid() }
+
+    /// The time of day, clock_gettime(CLOCK_REALTIME), in nanoseconds since the Unix epoch.
+    package static func realtimeNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// Ends the process with `status`, exit(3).
+    package static func exit(_ status: Int32) -> Never { Glibc.exit(status) }
 }
