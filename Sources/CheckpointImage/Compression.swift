@@ -5,7 +5,7 @@ import Synchronization
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {
     /// Contexts kept for reuse. A fresh context per call costs its allocation and
-    /// page faults every time (~1 MiB for level 1); sections are compressed and
+    /// page faults every time (spec/decisions/0017-threading-model.md); sections are compressed and
     /// frames decompressed on many threads, so a context is borrowed from here for
     /// the length of one call. (Frame compression uses its workers' own contexts.)
     private static let compressors = ContextPool(make: { ZSTD_createCCtx() })
@@ -103,7 +103,7 @@ struct ZstdCompressor: ~Copyable {
 
     /// Allocates the context and, with `frameBytes`, sizes its tables for frames of
     /// that length at `level` now, by compressing that many zeros: a context's first
-    /// use at a size allocates and faults in its tables (about 0.5 MiB at level 1).
+    /// use at a size allocates and faults in its tables (spec/decisions/0017-threading-model.md).
     init(warmFor frameBytes: Int, level: Int32) {
         // Failing to allocate a zstd context is running out of memory: not recoverable here.
         guard let context = ZSTD_createCCtx() else { fatalError("zstd: cannot allocate a context") }

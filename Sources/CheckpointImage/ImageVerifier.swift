@@ -38,7 +38,7 @@ public enum ImageVerifier {
         guard report.isValid, let header, header.hasParent else { return report }
         // §8 The chain: every parent must be found, match its digest, and verify itself —
         // each image once, against the chain below it. (Verifying each parent with its own
-        // chain again took time exponential in the depth: 25 s at depth 8, 7 min at 12.)
+        // chain again takes time exponential in the depth: spec/decisions/0017-threading-model.md.)
         do throws(ImageError) {
             let chain = try ImageChain.open(path: path, storeDirectories: storeDirectories)
             for (level, parent) in chain.images.enumerated().dropFirst() {
