@@ -170,7 +170,6 @@ public enum ImageDiff {
             var runCount: UInt64 = 0
             var truncated = false
             let end = min(x.end, y.end)
-            var address = x.start
             func closeRun() {
                 if let s = runStart {
                     if ranges.count < maxRangesPerVma {
@@ -182,21 +181,29 @@ public enum ImageDiff {
                     runCount = 0
                 }
             }
-            while address < end {
-                if let ra = a.uniformRun(at: address), let rb = b.uniformRun(at: address), ra.state == rb.state {
-                    // Both sides hold the same empty run here: skip it whole.
+            // Both sides' resolved runs in step: where both are empty alike (no content, or
+            // zero), the pages are equal without a look; elsewhere page hashes are compared.
+            var runsA = a.resolvedRuns(from: x.start, to: end), runsB = b.resolvedRuns(from: x.start, to: end)
+            var ra = runsA.next(), rb = runsB.next()
+            while let runA = ra, let runB = rb {
+                let address = max(runA.address, runB.address)
+                let pages = min(runA.address + runA.count * ps, runB.address + runB.count * ps) / ps - address / ps
+                if runA.state.isEmptyAlike(runB.state) {
                     closeRun()
-                    address += min(min(ra.pages, rb.pages), (end - address) / ps) * ps
-                    continue
-                }
-                if a.pageHash(at: address) != b.pageHash(at: address) {
-                    changed += 1
-                    if runStart == nil { runStart = address }
-                    runCount += 1
                 } else {
-                    closeRun()
+                    for k in 0..<pages {
+                        if a.hash(of: runA.page(address + k * ps, pageSize: ps)) != b.hash(of: runB.page(address + k * ps, pageSize: ps)) {
+                            changed += 1
+                            if runStart == nil { runStart = address + k * ps }
+                            runCount += 1
+                        } else {
+                            closeRun()
+                        }
+                    }
                 }
-                address += ps
+                let next = address + pages * ps
+                if next >= runA.address + runA.count * ps { ra = runsA.next() }
+                if next >= runB.address + runB.count * ps { rb = runsB.next() }
             }
             closeRun()
             if changed > 0 {
@@ -215,5 +222,29 @@ public enum ImageDiff {
             ("reprotected", .array(reprotected)), ("changed", .array(changedVmas)),
             ("changedPages", .count(totalChanged)), ("pages", .array(pages)),
         ]), different)
+    }
+}
+
+extension ResolvedRun {
+    /// The page at `address` of this run, as ``ImageChain/resolve(address:)`` gives it.
+    func page(_ address: UInt64, pageSize: UInt64) -> ImageChain.ResolvedPage {
+        switch state {
+        case .unmapped: .unmapped
+        case .notPopulated: .notPopulated
+        case .zero: .zero
+        case .stored(let level, let first): .stored(level: level, ordinal: first + (address - self.address) / pageSize)
+        }
+    }
+}
+
+extension ResolvedRun.State {
+    /// Whether every page of both is equal by hash without a look: both without
+    /// content (not populated or unmapped: no hash), or both zero.
+    func isEmptyAlike(_ other: Self) -> Bool {
+        switch (self, other) {
+        case (.zero, .zero): true
+        case (.notPopulated, .notPopulated), (.notPopulated, .unmapped), (.unmapped, .notPopulated), (.unmapped, .unmapped): true
+        default: false
+        }
     }
 }

@@ -50,7 +50,7 @@ public enum ImageVerifier {
                     parentReport.problems.append(error)
                 }
                 if parentReport.isValid && level + 1 < chain.images.count {
-                    checkInheritedPages(of: parent, in: chain.images[level + 1], into: &parentReport)
+                    checkInheritedPages(of: parent, in: chain, level: level, into: &parentReport)
                 }
                 report.problems += parentReport.problems.map { problem in
                     var p = problem
@@ -59,7 +59,7 @@ public enum ImageVerifier {
                 }
                 if !parentReport.isValid { return report }
             }
-            checkInheritedPages(of: chain.top, in: chain.images[1], into: &report)
+            checkInheritedPages(of: chain.top, in: chain, level: 0, into: &report)
         } catch {
             report.problems.append(error.at(path: path))
         }
@@ -76,15 +76,15 @@ public enum ImageVerifier {
 
     /// §8 Every inherited page of `image` must land in a VMA of its `parent`. (That page of
     /// the parent is checked in turn when the parent is: each image of a chain is verified.)
-    static func checkInheritedPages(of image: ImageReader, in parent: ImageReader, into report: inout VerifyReport) {
+    static func checkInheritedPages(of image: ImageReader, in chain: ImageChain, level: Int, into report: inout VerifyReport) {
+        let parent = chain.images[level + 1]
         let ps = UInt64(image.header.pageSize)
-        for (v, table) in image.pageTables.enumerated() {
-            var page: UInt64 = 0
-            for run in table.runs {
-                defer { page += run.count }
-                guard run.state == .inherited else { continue }
-                for p in page..<(page + run.count) {
-                    let address = image.memoryMap[v].start + p * ps
+        for v in image.memoryMap.indices {
+            // An inherited page resolves to no content only where some image below lacks its VMA;
+            // this image is at fault only where its own parent does.
+            for run in chain.resolvedRuns(ofVma: v, level: level) where run.state == .unmapped {
+                for k in 0..<run.count {
+                    let address = run.address + k * ps
                     if parent.vmaIndex(containing: address) == nil {
                         report.problems.append(ImageError(
                             .structural, "inherited page at 0x\(String(address, radix: 16)) has no VMA in the parent chain",
