@@ -204,6 +204,9 @@ package enum FileSystem {
         }
     }
 
+    /// sync(2): every file system's dirty data on its way to disk.
+    package static func syncAll() { sync() }
+
     /// stat(2) of `path`: its size, or nil when nothing is there.
     package static func size(of path: String) -> UInt64? {
         var st = stat()
