@@ -20,6 +20,7 @@ public struct ResolvedRun: Equatable, Sendable {
     public var count: UInt64
     public var state: State
 
+    /// A run of `count` pages from `address` whose content is `state` (§6.2, §8).
     public init(address: UInt64, count: UInt64, state: State) {
         self.address = address
         self.count = count
@@ -43,6 +44,7 @@ public struct ResolvedRuns: Sequence, IteratorProtocol, Sendable {
         self.end = end
     }
 
+    /// The next run in address order, nil after the range's last page.
     public mutating func next() -> ResolvedRun? {
         guard address < end else { return nil }
         let run = chain.resolvedRun(at: address, level: level, maxPages: (end - address) / UInt64(chain.pageSize))
