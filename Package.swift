@@ -77,11 +77,11 @@ let package = Package(
         ),
         .target(
             name: "ImageFixtures",
-            dependencies: ["CheckpointImage"]
+            dependencies: ["CheckpointImage", "LinuxKernel"]
         ),
         .executableTarget(
             name: "gen-fixtures",
-            dependencies: ["CheckpointImage", "ImageFixtures"],
+            dependencies: ["CheckpointImage", "ImageFixtures", "LinuxKernel"],
             path: "Sources/GenFixtures"
         ),
         .executableTarget(

@@ -1,3 +1,5 @@
+import LinuxKernel
+
 /// Reads an image front to back (§2), from a file or a pipe: the header, then
 /// one block at a time, then the footer. The verifier and the streaming
 /// reader share it, so there is one sequential parser.

@@ -1,13 +1,11 @@
 import LinuxKernel
 import CZstd
-#if canImport(Glibc)
-import Glibc
-#endif
+import Synchronization
 
 /// zstd compression of page frames and large sections (§6.1), over libzstd.
 enum Zstd {
     /// Contexts kept for reuse. A fresh context per call costs its allocation and
-    /// page faults every time (~1 MiB for level 1); sections are compressed and
+    /// page faults every time (spec/decisions/0017-threading-model.md); sections are compressed and
     /// frames decompressed on many threads, so a context is borrowed from here for
     /// the length of one call. (Frame compression uses its workers' own contexts.)
     private static let compressors = ContextPool(make: { ZSTD_createCCtx() })
@@ -80,19 +78,21 @@ enum Zstd {
 }
 
 /// A stack of zstd contexts shared by the compression threads; each is used by one thread at a time.
-private final class ContextPool: @unchecked Sendable {
-    private let lock = Lock()
-    private var free: [OpaquePointer] = []
-    private let make: () -> OpaquePointer?
+/// (A zstd context is used by one thread at a time, so handing the pointers between
+/// threads under the Mutex is sound although OpaquePointer is not Sendable.)
+private final class ContextPool: Sendable {
+    private struct Context: @unchecked Sendable { let pointer: OpaquePointer }
+    private let free = Mutex<[Context]>([])
+    private let make: @Sendable () -> OpaquePointer?
 
-    init(make: @escaping () -> OpaquePointer?) { self.make = make }
+    init(make: @escaping @Sendable () -> OpaquePointer?) { self.make = make }
 
     func borrow<R>(_ body: (OpaquePointer) -> R) -> R {
-        let reused = lock.withLock { free.popLast() }
+        let reused = free.withLock { $0.popLast()?.pointer }
         // Failing to allocate a zstd context is running out of memory: not recoverable here.
         guard let context = reused ?? make() else { fatalError("zstd: cannot allocate a context") }
         let result = body(context)
-        lock.withLock { free.append(context) }
+        free.withLock { $0.append(Context(pointer: context)) }
         return result
     }
 }
@@ -103,17 +103,17 @@ struct ZstdCompressor: ~Copyable {
 
     /// Allocates the context and, with `frameBytes`, sizes its tables for frames of
     /// that length at `level` now, by compressing that many zeros: a context's first
-    /// use at a size allocates and faults in its tables (about 0.5 MiB at level 1).
+    /// use at a size allocates and faults in its tables (spec/decisions/0017-threading-model.md).
     init(warmFor frameBytes: Int, level: Int32) {
         // Failing to allocate a zstd context is running out of memory: not recoverable here.
         guard let context = ZSTD_createCCtx() else { fatalError("zstd: cannot allocate a context") }
         self.context = context
         // calloc'd zeros are read from the shared zero page: nothing is faulted in for them.
         let bound = ZSTD_compressBound(frameBytes)
-        guard let zeros = calloc(1, frameBytes), let scratch = malloc(bound) else { fatalError("zstd: out of memory") }
-        _ = ZSTD_compressCCtx(context, scratch, bound, zeros, frameBytes, level)
-        free(scratch)
-        free(zeros)
+        let zeros = ZeroedMemory(bytes: frameBytes)
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: bound, alignment: 16)
+        defer { scratch.deallocate() }
+        _ = ZSTD_compressCCtx(context, scratch, bound, zeros.base, frameBytes, level)
     }
 
     deinit { ZSTD_freeCCtx(context) }

@@ -1,46 +1,30 @@
 import LinuxKernel
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
-/// The text of an errno value, as `strerror(3)` gives it.
-func errnoText(_ code: Int32) -> String {
-    "(\(code)) \(String(cString: strerror(code)))"
-}
-
-/// An open file descriptor that this code owns; `deinit` closes it, so no
-/// failure path can leak it.
-struct OwnedDescriptor: ~Copyable {
-    let raw: Int32
-
-    init(raw: Int32) { self.raw = raw }
-
-    /// Opens `path` with `open(2)`.
-    init(path: String, flags: Int32, mode: mode_t = 0) throws(ImageError) {
-        let fd = open(path, flags | O_CLOEXEC, mode)
-        guard fd >= 0 else {
-            let e = errno
-            let hint = e == ENOENT ? "no such file" : e == EACCES ? "permission denied" : "cannot open"
-            throw ImageError(.io, "\(hint)", path: path, cause: "'open' failed: \(errnoText(e))")
+/// The image library's file calls: LinuxKernel's ``OwnedDescriptor`` with its
+/// ``SystemCallError``s mapped to ``ImageError``s (§11: class `io`, or
+/// `truncated` for a file that ends early), the messages `ccimg` prints.
+extension OwnedDescriptor {
+    /// Opens `path` for reading (open(2)); a failure names the path and why.
+    init(readingImageAt path: String, nonBlocking: Bool = false) throws(ImageError) {
+        do { self = try OwnedDescriptor(opening: path, nonBlocking ? .readOnlyNonBlocking : .readOnly) } catch {
+            let hint = error.errno == .noSuchFileOrDirectory ? "no such file"
+                : error.errno == .permissionDenied ? "permission denied" : "cannot open"
+            throw ImageError(.io, hint, path: path, cause: error.description)
         }
-        raw = fd
     }
 
-    deinit { close(raw) }
-
-    /// Reads exactly `count` bytes at `offset` with `pread(2)`; fewer means the file is truncated.
+    /// Reads exactly `count` bytes at `offset` with pread(2); fewer means the file is truncated.
     func read(at offset: UInt64, count: Int) throws(ImageError) -> [UInt8] {
         // Not zero-filled first: pread fills every byte, or the read throws.
         var failure: ImageError? = nil
         let buffer = [UInt8](unsafeUninitializedCapacity: count) { raw, initialized in
             var done = 0
             while done < count {
-                let n = pread(self.raw, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = ImageError(.io, "read failed", offset: offset, cause: "'pread' failed: \(errnoText(errno))")
+                let n: Int
+                do throws(SystemCallError) {
+                    n = try pread(into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: raw[done...])), at: offset + UInt64(done))
+                } catch {
+                    failure = ImageError(.io, "read failed", offset: offset, cause: error.description)
                     break
                 }
                 if n == 0 {
@@ -55,7 +39,7 @@ struct OwnedDescriptor: ~Copyable {
         return buffer
     }
 
-    /// Reads up to `count` bytes from the current position with `read(2)`;
+    /// Reads up to `count` bytes from the current position with read(2);
     /// returns fewer only at end of input. Memory grows with what arrives, so
     /// a huge `count` read from a damaged image cannot allocate it up front.
     func readSome(count: Int) throws(ImageError) -> [UInt8] {
@@ -66,13 +50,16 @@ struct OwnedDescriptor: ~Copyable {
             buffer.append(contentsOf: repeatElement(0, count: chunk))
             var done = 0
             while done < chunk {
+                var failure: SystemCallError? = nil
                 let n = buffer.withUnsafeMutableBytes { raw in
-                    Glibc.read(self.raw, raw.baseAddress! + start + done, chunk - done)
+                    do throws(SystemCallError) {
+                        return try read(into: UnsafeMutableRawBufferPointer(rebasing: raw[(start + done)..<(start + chunk)]))
+                    } catch {
+                        failure = error
+                        return 0
+                    }
                 }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ImageError(.io, "read failed", cause: "'read' failed: \(errnoText(errno))")
-                }
+                if let failure { throw ImageError(.io, "read failed", cause: failure.description) }
                 if n == 0 {
                     buffer.removeSubrange((start + done)...)
                     return buffer
@@ -83,35 +70,24 @@ struct OwnedDescriptor: ~Copyable {
         return buffer
     }
 
-    /// Writes all of `bytes` with `write(2)`.
-    func writeAll(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(raw, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                let hint = e == ENOSPC ? "the disk is full" : e == EPIPE ? "the reader went away" : "write failed"
-                throw ImageError(.io, hint, cause: "'write' failed: \(errnoText(e))")
-            }
-            done += n
+    /// Writes all of `bytes` with write(2).
+    func writeAllBytes(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
+        do { try writeAll(bytes) } catch {
+            let hint = error.errno == .noSpace ? "the disk is full" : error.errno == .brokenPipe ? "the reader went away" : "write failed"
+            throw ImageError(.io, hint, cause: error.description)
         }
     }
 
-    /// The file's size, from `fstat(2)`.
+    /// The file's size, from fstat(2).
     func size() throws(ImageError) -> UInt64 {
-        var st = stat()
-        guard fstat(raw, &st) == 0 else {
-            throw ImageError(.io, "cannot stat", cause: "'fstat' failed: \(errnoText(errno))")
+        do { return try status().size } catch {
+            throw ImageError(.io, "cannot stat", cause: error.description)
         }
-        return UInt64(st.st_size)
     }
 
-    /// Whether this descriptor is a regular file (so it can be read at random).
+    /// Whether this descriptor is a regular file (so it can be read at random), from fstat(2).
     func isRegularFile() -> Bool {
-        var st = stat()
-        guard fstat(raw, &st) == 0 else { return false }
-        return (st.st_mode & S_IFMT) == S_IFREG
+        (try? status().isRegularFile) ?? false
     }
 }
 
@@ -127,34 +103,32 @@ public struct ImageOutput: ~Copyable {
     let temporaryPath: String?
     private var committed = false
 
-    /// Writes to `path` atomically.
+    /// Writes to `path` atomically: open(2) O_CREAT|O_EXCL of a hidden temporary name beside it.
     public init(path: String) throws(ImageError) {
         let directory = ImageOutput.directory(of: path)
         let base = path.split(separator: "/").last.map(String.init) ?? path
-        var tmp = ""
         var attempt = 0
         while true {
-            tmp = "\(directory)/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-            let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-            if fd >= 0 {
-                descriptor = OwnedDescriptor(raw: fd)
+            let tmp = "\(directory)/.\(base).tmp-\(Host.processID)-\(UInt32.random(in: 0...UInt32.max))"
+            do {
+                descriptor = try OwnedDescriptor(opening: tmp, .createExclusive(permissions: 0o644))
+                temporaryPath = tmp
                 break
-            }
-            let e = errno
-            attempt += 1
-            if e != EEXIST || attempt > 8 {
-                let hint = e == EACCES ? "no permission to write in \(directory)"
-                    : e == ENOENT ? "directory \(directory) does not exist" : "cannot create the image"
-                throw ImageError(.io, hint, path: path, cause: "'open' failed: \(errnoText(e))")
+            } catch {
+                attempt += 1
+                if error.errno != .fileExists || attempt > 8 {
+                    let hint = error.errno == .permissionDenied ? "no permission to write in \(directory)"
+                        : error.errno == .noSuchFileOrDirectory ? "directory \(directory) does not exist" : "cannot create the image"
+                    throw ImageError(.io, hint, path: path, cause: error.description)
+                }
             }
         }
         targetPath = path
-        temporaryPath = tmp
     }
 
-    /// Writes to an already open stream (a pipe or standard output), which it does not close.
+    /// Writes to an already open stream (a pipe or standard output), which it does not close (dup(2)).
     public init(streamingTo fd: Int32) {
-        descriptor = OwnedDescriptor(raw: dup(fd))
+        descriptor = OwnedDescriptor(duplicating: fd)
         targetPath = nil
         temporaryPath = nil
     }
@@ -170,35 +144,32 @@ public struct ImageOutput: ~Copyable {
     /// Nothing for a stream.
     func startWriteback(offset: UInt64, length: UInt64) {
         guard temporaryPath != nil else { return }
-        FileWriteback.start(descriptor.raw, offset: offset, length: length)
+        descriptor.startWriteback(offset: offset, length: length)
     }
 
     /// Writes bytes that are not an image (such as extracted memory) through the same atomic path.
     public func writeRaw(_ bytes: [UInt8]) throws(ImageError) {
-        try bytes.withBytes { (raw) throws(ImageError) in try descriptor.writeAll(raw) }
+        try bytes.withBytes { (raw) throws(ImageError) in try descriptor.writeAllBytes(raw) }
     }
 
-    /// Makes the written image durable and visible at the target path.
+    /// Makes the written image durable and visible at the target path: fsync(2),
+    /// rename(2), then fsync(2) of the directory.
     public mutating func commit() throws(ImageError) {
         guard let targetPath, let temporaryPath else {
             committed = true
             return
         }
-        guard fsync(descriptor.raw) == 0 else {
-            throw ImageError(.io, "cannot flush the image to disk", path: targetPath, cause: "'fsync' failed: \(errnoText(errno))")
+        do { try descriptor.sync() } catch {
+            throw ImageError(.io, "cannot flush the image to disk", path: targetPath, cause: error.description)
         }
-        guard rename(temporaryPath, targetPath) == 0 else {
-            throw ImageError(.io, "cannot move the image into place", path: targetPath, cause: "'rename' failed: \(errnoText(errno))")
+        do { try FileSystem.rename(temporaryPath, to: targetPath) } catch {
+            throw ImageError(.io, "cannot move the image into place", path: targetPath, cause: error.description)
         }
         committed = true
-        let dirfd = open(ImageOutput.directory(of: targetPath), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
+        FileSystem.syncDirectory(ImageOutput.directory(of: targetPath))
     }
 
     deinit {
-        if !committed, let temporaryPath { unlink(temporaryPath) }
+        if !committed, let temporaryPath { try? FileSystem.unlink(temporaryPath) }
     }
 }

@@ -1,4 +1,4 @@
-import Glibc
+import LinuxKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -7,7 +7,7 @@ import Foundation
 
 /// An image and its parents (§8), newest first, with pages resolved through
 /// the chain: an inherited page is looked up at the same address in the parent.
-public final class ImageChain: @unchecked Sendable {
+public final class ImageChain: Sendable {
     /// `images[0]` is the image itself, `images[1]` its parent, and so on to a full image.
     public let images: [ImageReader]
 
@@ -24,6 +24,7 @@ public final class ImageChain: @unchecked Sendable {
             throw ImageError(.brokenChain, "chain ends at an incremental image whose parent is not given", path: images.last!.path)
         }
         self.images = images
+        self.zeroHash = PageHash.zeroPage(pageSize: images[0].header.pageSize)
     }
 
     /// Opens `path` and finds its parents by UUID (§8): first beside it, then
@@ -135,7 +136,8 @@ public final class ImageChain: @unchecked Sendable {
         }
     }
 
-    private lazy var zeroHash = PageHash.zeroPage(pageSize: pageSize)
+    /// The hash of an all-zero page of this chain's page size.
+    private let zeroHash: PageHash
 
     /// The bytes of the page at `address`; nil when unmapped. A page never
     /// populated reads as zeros here.
@@ -193,7 +195,7 @@ struct ParentFinder {
     private func scan() -> [ImageUUID: String] {
         var result: [ImageUUID: String] = [:]
         for directory in directories {
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { continue }
+            guard let names = try? FileSystem.contentsOfDirectory(directory) else { continue }
             for name in names.sorted().prefix(100_000) where !name.hasPrefix(".") {
                 let path = directory + "/" + name
                 guard let uuid = ParentFinder.uuid(ofImageAt: path), result[uuid] == nil else { continue }
@@ -204,7 +206,7 @@ struct ParentFinder {
     }
 
     static func uuid(ofImageAt path: String) -> ImageUUID? {
-        guard let descriptor = try? OwnedDescriptor(path: path, flags: O_RDONLY | O_NONBLOCK),
+        guard let descriptor = try? OwnedDescriptor(readingImageAt: path, nonBlocking: true),
               descriptor.isRegularFile() else { return nil }
         var position: UInt64 = 0
         let header = try? ImageHeaderInfo.decode { (n) throws(ImageError) in

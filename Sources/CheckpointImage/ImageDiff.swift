@@ -154,7 +154,6 @@ public enum ImageDiff {
         let removed = ma.filter { byStartB[$0.start] == nil }
         var resized: [JSONValue] = [], reprotected: [JSONValue] = [], changedVmas: [JSONValue] = [], pages: [JSONValue] = []
         var totalChanged: UInt64 = 0
-        let ps = UInt64(a.pageSize)
         guard a.pageSize == b.pageSize else {
             throw ImageError(.structural, "images have different page sizes (\(a.pageSize) and \(b.pageSize)); they cannot be compared")
         }
@@ -172,41 +171,8 @@ public enum ImageDiff {
                     fieldChanges(.message(x), .message(y)).map(\.0).filter { !["end", "prot", "shared"].contains($0) }.map { .string($0) }))]))
             }
             // Pages over the common range, by hash.
-            var ranges: [JSONValue] = []
-            var changed: UInt64 = 0
-            var runStart: UInt64? = nil
-            var runCount: UInt64 = 0
-            var truncated = false
             let end = min(x.end, y.end)
-            var address = x.start
-            func closeRun() {
-                if let s = runStart {
-                    if ranges.count < maxRangesPerVma {
-                        ranges.append(.object([("start", .hex(s)), ("pages", .count(runCount))]))
-                    } else {
-                        truncated = true
-                    }
-                    runStart = nil
-                    runCount = 0
-                }
-            }
-            while address < end {
-                if let ra = a.uniformRun(at: address), let rb = b.uniformRun(at: address), ra.state == rb.state {
-                    // Both sides hold the same empty run here: skip it whole.
-                    closeRun()
-                    address += min(min(ra.pages, rb.pages), (end - address) / ps) * ps
-                    continue
-                }
-                if a.pageHash(at: address) != b.pageHash(at: address) {
-                    changed += 1
-                    if runStart == nil { runStart = address }
-                    runCount += 1
-                } else {
-                    closeRun()
-                }
-                address += ps
-            }
-            closeRun()
+            let (changed, ranges, truncated) = changedPages(a, b, from: x.start, to: end)
             if changed > 0 {
                 totalChanged += changed
                 pages.append(.object([
@@ -223,5 +189,79 @@ public enum ImageDiff {
             ("reprotected", .array(reprotected)), ("changed", .array(changedVmas)),
             ("changedPages", .count(totalChanged)), ("pages", .array(pages)),
         ]), different)
+    }
+
+    /// The pages of `start ..< end` whose content differs between `a` and `b`: how many,
+    /// and their ranges (at most ``maxRangesPerVma``; `truncated` when there were more).
+    /// Both sides' resolved runs go in step: where both are empty alike (no content, or
+    /// zero), the pages are equal without a look; elsewhere page hashes are compared.
+    static func changedPages(_ a: ImageChain, _ b: ImageChain, from start: UInt64,
+                             to end: UInt64) -> (changed: UInt64, ranges: [JSONValue], truncated: Bool) {
+        let ps = UInt64(a.pageSize)
+        var ranges: [JSONValue] = []
+        var changed: UInt64 = 0
+        var runStart: UInt64? = nil
+        var runCount: UInt64 = 0
+        var truncated = false
+        func closeRun() {
+            if let s = runStart {
+                if ranges.count < maxRangesPerVma {
+                    ranges.append(.object([("start", .hex(s)), ("pages", .count(runCount))]))
+                } else {
+                    truncated = true
+                }
+                runStart = nil
+                runCount = 0
+            }
+        }
+        var runsA = a.resolvedRuns(from: start, to: end), runsB = b.resolvedRuns(from: start, to: end)
+        var ra = runsA.next(), rb = runsB.next()
+        while let runA = ra, let runB = rb {
+            let address = max(runA.address, runB.address)
+            let pages = min(runA.address + runA.count * ps, runB.address + runB.count * ps) / ps - address / ps
+            if runA.state.isEmptyAlike(runB.state) {
+                closeRun()
+            } else {
+                for k in 0..<pages {
+                    let at = address + k * ps
+                    if a.hash(of: runA.page(at, pageSize: ps)) != b.hash(of: runB.page(at, pageSize: ps)) {
+                        changed += 1
+                        if runStart == nil { runStart = at }
+                        runCount += 1
+                    } else {
+                        closeRun()
+                    }
+                }
+            }
+            let next = address + pages * ps
+            if next >= runA.address + runA.count * ps { ra = runsA.next() }
+            if next >= runB.address + runB.count * ps { rb = runsB.next() }
+        }
+        closeRun()
+        return (changed, ranges, truncated)
+    }
+}
+
+extension ResolvedRun {
+    /// The page at `address` of this run, as ``ImageChain/resolve(address:)`` gives it.
+    func page(_ address: UInt64, pageSize: UInt64) -> ImageChain.ResolvedPage {
+        switch state {
+        case .unmapped: .unmapped
+        case .notPopulated: .notPopulated
+        case .zero: .zero
+        case .stored(let level, let first): .stored(level: level, ordinal: first + (address - self.address) / pageSize)
+        }
+    }
+}
+
+extension ResolvedRun.State {
+    /// Whether every page of both is equal by hash without a look: both without
+    /// content (not populated or unmapped: no hash), or both zero.
+    func isEmptyAlike(_ other: Self) -> Bool {
+        switch (self, other) {
+        case (.zero, .zero): true
+        case (.notPopulated, .notPopulated), (.notPopulated, .unmapped), (.unmapped, .notPopulated), (.unmapped, .unmapped): true
+        default: false
+        }
     }
 }

@@ -23,25 +23,18 @@ public enum ImageFlattener {
             try writer.addRawSection(kind: entry.kind, version: UInt16(truncatingIfNeeded: entry.version),
                                      critical: flags.contains(.critical), payload: try top.sectionPayload(entry))
         }
-        let ps = UInt64(top.header.pageSize)
-        for vma in top.memoryMap {
+        for (v, vma) in top.memoryMap.enumerated() {
             try writer.beginVma(vma)
-            var address = vma.start
-            while address < vma.end {
-                if let run = chain.uniformRun(at: address) {
-                    if run.state == .zero { writer.appendZero(count: run.pages) } else { writer.appendNotPopulated(count: run.pages) }
-                    address += run.pages * ps
-                    continue
-                }
-                switch chain.resolve(address: address) {
+            for run in chain.resolvedRuns(ofVma: v) {
+                switch run.state {
                 case .unmapped:
-                    throw ImageError(.structural, "inherited page at 0x\(String(address, radix: 16)) has no VMA in the parent chain", path: top.path)
-                case .notPopulated: writer.appendNotPopulated(count: 1)
-                case .zero: writer.appendZero(count: 1)
-                case .stored(let level, let ordinal):
-                    try writer.appendPages(try chain.images[level].storedPage(ordinal))
+                    throw ImageError(.structural, "inherited page at 0x\(String(run.address, radix: 16)) has no VMA in the parent chain", path: top.path)
+                case .notPopulated: writer.appendNotPopulated(count: run.count)
+                case .zero: writer.appendZero(count: run.count)
+                case .stored(let level, let first):
+                    // Re-classified as they are appended (§6: zero, dedup, stored), as from a process.
+                    for k in 0..<run.count { try writer.appendPages(try chain.images[level].storedPage(first + k)) }
                 }
-                address += ps
             }
         }
         return try writer.finish()

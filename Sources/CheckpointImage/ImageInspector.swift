@@ -1,4 +1,3 @@
-import Glibc
 import SwiftProtobuf
 
 /// Builds the models behind `ccimg info`, `dump` and `stat` (spec/ccimg-json.md).
@@ -41,18 +40,34 @@ public enum ImageInspector {
         }
     }
 
-    /// RFC 3339 in UTC with nanoseconds, e.g. 2026-11-25T19:08:36.123456789Z (gmtime_r).
+    /// RFC 3339 in UTC with nanoseconds, e.g. 2026-11-25T19:08:36.123456789Z: the proleptic
+    /// Gregorian calendar, as gmtime_r(3) gives it, computed here (days to civil date,
+    /// H. Hinnant's algorithm) so that the format library makes no libc call.
     static func timestamp(_ ns: Int64) -> String {
-        var seconds = time_t(ns / 1_000_000_000)
+        var seconds = ns / 1_000_000_000
         var fraction = ns % 1_000_000_000
         if fraction < 0 {
             seconds -= 1
             fraction += 1_000_000_000
         }
-        var t = tm()
-        gmtime_r(&seconds, &t)
-        return "\((t.tm_year + 1900).decimal(width: 4))-\((t.tm_mon + 1).decimal(width: 2))-\(t.tm_mday.decimal(width: 2))T"
-            + "\(t.tm_hour.decimal(width: 2)):\(t.tm_min.decimal(width: 2)):\(t.tm_sec.decimal(width: 2)).\(fraction.decimal(width: 9))Z"
+        var days = seconds / 86_400
+        var secondOfDay = seconds % 86_400
+        if secondOfDay < 0 {
+            days -= 1
+            secondOfDay += 86_400
+        }
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let hour = secondOfDay / 3600, minute = secondOfDay / 60 % 60, second = secondOfDay % 60
+        return "\(year.decimal(width: 4))-\(month.decimal(width: 2))-\(day.decimal(width: 2))T"
+            + "\(hour.decimal(width: 2)):\(minute.decimal(width: 2)):\(second.decimal(width: 2)).\(fraction.decimal(width: 9))Z"
     }
 
     static func headerJSON(_ image: ImageReader) -> JSONValue {

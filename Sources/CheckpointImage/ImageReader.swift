@@ -1,5 +1,5 @@
 import LinuxKernel
-import Glibc
+import Synchronization
 import SwiftProtobuf
 
 /// Reads an image file at random (§7): footer → index → any section or page
@@ -7,7 +7,7 @@ import SwiftProtobuf
 ///
 /// Opening checks the header, footer and index, and decodes and validates the
 /// memory map and page map; page contents are read lazily, one frame at a time.
-public final class ImageReader: @unchecked Sendable {
+public final class ImageReader: Sendable {
     public let path: String
     public let header: ImageHeaderInfo
     public let fileSize: UInt64
@@ -17,19 +17,19 @@ public final class ImageReader: @unchecked Sendable {
     public let indexDigest: PageHash
     public let indexOffset: UInt64
     /// §5.3 The VMAs, ascending.
-    public private(set) var memoryMap: [Ccimg_V1_Vma] = []
+    public let memoryMap: [Ccimg_V1_Vma]
     /// §6.2 The page states of each VMA, parallel to ``memoryMap``.
-    public private(set) var pageTables: [VmaPageTable] = []
+    public let pageTables: [VmaPageTable]
 
     let descriptor: OwnedDescriptor
-    private var cachedFrame: (number: Int, bytes: [UInt8])?
-    private let lock = Lock()
+    /// The last frame read by ``frame(_:)``, for callers reading page after page of one frame.
+    private let cachedFrame = Mutex<(number: Int, bytes: [UInt8])?>(nil)
 
     /// Opens and checks `path`.
     public init(path: String) throws(ImageError) {
         self.path = path
         do throws(ImageError) {
-            let descriptor = try OwnedDescriptor(path: path, flags: O_RDONLY)
+            let descriptor = try OwnedDescriptor(readingImageAt: path)
             let size = try descriptor.size()
             var position: UInt64 = 0
             let header = try ImageHeaderInfo.decode { (n) throws(ImageError) in
@@ -57,126 +57,19 @@ public final class ImageReader: @unchecked Sendable {
             guard UInt64(ImageFormat.blockHeaderLength) + indexBlock.payloadLength == footer.indexLength else {
                 throw ImageError(.structural, "index block length disagrees with the footer", location: "index", offset: footer.indexOffset)
             }
-            let index: Ccimg_V1_Index
-            do { index = try Ccimg_V1_Index(serializedBytes: indexPayload) } catch {
-                throw ImageError(.structural, "index is not a valid Index record", location: "index",
-                                 offset: footer.indexOffset, cause: "\(error)")
-            }
-            try ImageReader.checkIndex(index, header: header, indexOffset: footer.indexOffset)
+            let index = try ImageReader.parseIndex(indexPayload, header: header, offset: footer.indexOffset)
+            (memoryMap, pageTables) = try ImageReader.loadMemory(
+                map: try ImageReader.section(.memoryMap, as: Ccimg_V1_MemoryMap.self, of: index, descriptor, fileSize: size, path: path),
+                pages: try ImageReader.section(.pageMap, as: Ccimg_V1_PageMap.self, of: index, descriptor, fileSize: size, path: path),
+                header: header, storedPages: index.storedPages)
             self.descriptor = descriptor
             self.header = header
             self.fileSize = size
             self.index = index
             self.indexOffset = footer.indexOffset
             self.indexDigest = indexPayload.withUnsafeBytes { PageHash(of: $0) }
-            try loadMemory()
         } catch {
             throw error.at(path: path)
-        }
-    }
-
-    // MARK: Index checks
-
-    static func checkIndex(_ index: Ccimg_V1_Index, header: ImageHeaderInfo, indexOffset: UInt64) throws(ImageError) {
-        guard index.sections.count <= ImageLimits.maxSections else {
-            throw ImageError(.limitExceeded, "\(index.sections.count) sections exceed \(ImageLimits.maxSections)", location: "index")
-        }
-        guard index.storedPages <= ImageLimits.maxPages else {
-            throw ImageError(.limitExceeded, "\(index.storedPages) stored pages exceed \(ImageLimits.maxPages)", location: "index")
-        }
-        guard UInt64(index.pageHashes.count) == index.storedPages * 16 else {
-            throw ImageError(.structural, "index holds \(index.pageHashes.count / 16) page hashes for \(index.storedPages) stored pages",
-                             location: "index")
-        }
-        let ppf = UInt64(header.pagesPerFrame)
-        let expectedFrames = (index.storedPages + ppf - 1) / ppf
-        guard UInt64(index.frameOffsets.count) == expectedFrames else {
-            throw ImageError(.structural, "index lists \(index.frameOffsets.count) frames; \(index.storedPages) stored pages need \(expectedFrames)",
-                             location: "index")
-        }
-        let first = UInt64(header.encodedLength)
-        var blocks: [(start: UInt64, end: UInt64, name: String)] = []
-        var kinds = Set<UInt32>()
-        for entry in index.sections {
-            let name = SectionKind(rawValue: entry.kind).map { "section \($0.name)" } ?? "section kind \(entry.kind)"
-            guard entry.length >= UInt64(ImageFormat.blockHeaderLength), entry.offset >= first,
-                  entry.offset <= indexOffset, entry.length <= indexOffset - entry.offset else {
-                throw ImageError(.structural, "\(name) lies outside the image body (\(entry.offset)+\(entry.length))", location: "index")
-            }
-            if SectionKind(rawValue: entry.kind) == nil && BlockFlags(rawValue: UInt16(truncatingIfNeeded: entry.flags)).contains(.critical) {
-                throw ImageError(.unsupported, "image has a critical section of kind \(entry.kind) unknown to this reader; a newer ccimg is needed",
-                                 location: name, offset: entry.offset)
-            }
-            if SectionKind(rawValue: entry.kind) != nil {
-                guard kinds.insert(entry.kind).inserted else {
-                    throw ImageError(.structural, "\(name) appears twice", location: "index")
-                }
-            }
-            blocks.append((entry.offset, entry.offset + entry.length, name))
-        }
-        for (n, offset) in index.frameOffsets.enumerated() {
-            guard offset >= first, offset <= indexOffset - UInt64(ImageFormat.blockHeaderLength) else {
-                throw ImageError(.structural, "frame \(n) offset \(offset) lies outside the image body", location: "index")
-            }
-            blocks.append((offset, offset + UInt64(ImageFormat.blockHeaderLength), "frame \(n)"))
-        }
-        blocks.sort { $0.start < $1.start }
-        for (a, b) in zip(blocks, blocks.dropFirst()) where b.start < a.end {
-            throw ImageError(.structural, "\(a.name) and \(b.name) overlap", location: "index", offset: b.start)
-        }
-        for required in [SectionKind.process, .memoryMap, .pageMap] where !kinds.contains(required.rawValue) {
-            throw ImageError(.structural, "critical section \(required.name) is missing", location: "index")
-        }
-    }
-
-    // MARK: Blocks
-
-    /// Reads one block at `offset`, checks its type, bounds and checksum, and
-    /// returns its header and payload (decompressed when flagged zstd).
-    static func readBlock(_ descriptor: borrowing OwnedDescriptor, at offset: UInt64, expect: BlockType, limit: UInt64,
-                          fileSize: UInt64, name: String) throws(ImageError) -> (BlockHeader, [UInt8]) {
-        guard offset <= fileSize, fileSize - offset >= UInt64(ImageFormat.blockHeaderLength) else {
-            throw ImageError(.truncated, "\(name) header runs past the end of the file", location: name, offset: offset)
-        }
-        let header = try BlockHeader.decode(try descriptor.read(at: offset, count: ImageFormat.blockHeaderLength), offset: offset)
-        guard header.type == expect else {
-            throw ImageError(.structural, "expected a \(expect) block, found \(header.name())", location: name, offset: offset)
-        }
-        guard header.payloadLength <= limit else {
-            throw ImageError(.limitExceeded, "payload of \(header.payloadLength) bytes exceeds the limit of \(limit)", location: name, offset: offset)
-        }
-        let payloadStart = offset + UInt64(ImageFormat.blockHeaderLength)
-        guard header.payloadLength <= fileSize - payloadStart else {
-            throw ImageError(.truncated, "payload runs past the end of the file", location: name, offset: payloadStart)
-        }
-        let stored = try descriptor.read(at: payloadStart, count: Int(header.payloadLength))
-        guard stored.withUnsafeBytes({ header.computeChecksum(payload: $0) }) == header.checksum else {
-            throw ImageError(.checksumMismatch, "checksum does not match", location: name, offset: offset)
-        }
-        guard header.flags.isSubset(of: BlockFlags.known) else {
-            throw ImageError(.unsupported, "unknown block flags 0x\(String(header.flags.rawValue, radix: 16))", location: name, offset: offset)
-        }
-        return (header, try decodePayload(header, stored, limit: limit, name: name, offset: offset))
-    }
-
-    /// §4 Undoes a block's compression, refusing sizes over `limit`.
-    static func decodePayload(_ header: BlockHeader, _ stored: [UInt8], limit: UInt64, name: String,
-                              offset: UInt64) throws(ImageError) -> [UInt8] {
-        guard header.type != .frame else { return stored }
-        guard header.flags.contains(.zstd) else {
-            guard header.aux64 == header.payloadLength else {
-                throw ImageError(.structural, "uncompressed payload length disagrees with its header", location: name, offset: offset)
-            }
-            return stored
-        }
-        guard header.aux64 <= limit else {
-            throw ImageError(.limitExceeded, "decompressed length \(header.aux64) exceeds the limit of \(limit)", location: name, offset: offset)
-        }
-        do throws(ImageError) { return try Zstd.decompress(stored[...], expected: Int(header.aux64)) } catch {
-            var e = error
-            e.location = name
-            e.offset = offset
-            throw e
         }
     }
 
@@ -189,6 +82,11 @@ public final class ImageReader: @unchecked Sendable {
 
     /// The payload of a section, checked and decompressed.
     public func sectionPayload(_ entry: Ccimg_V1_SectionEntry) throws(ImageError) -> [UInt8] {
+        try ImageReader.sectionPayload(entry, descriptor: descriptor, fileSize: fileSize, path: path)
+    }
+
+    static func sectionPayload(_ entry: Ccimg_V1_SectionEntry, descriptor: borrowing OwnedDescriptor, fileSize: UInt64,
+                               path: String) throws(ImageError) -> [UInt8] {
         let name = SectionKind(rawValue: entry.kind).map { "section \($0.name)" } ?? "section kind \(entry.kind)"
         do throws(ImageError) {
             let (header, payload) = try ImageReader.readBlock(
@@ -206,61 +104,32 @@ public final class ImageReader: @unchecked Sendable {
     /// Decodes section `kind` as `type`; nil when the image has no such section.
     public func section<M: SwiftProtobuf.Message>(_ kind: SectionKind, as type: M.Type) throws(ImageError) -> M? {
         guard let entry = sectionEntry(kind) else { return nil }
-        let payload = try sectionPayload(entry)
-        let message: M
-        do {
-            message = try M(serializedBytes: payload)
-        } catch {
-            throw ImageError(.structural, "section is not a valid \(M.protoMessageName) record", path: path,
-                             location: "section \(kind.name)", offset: entry.offset, cause: "\(error)")
-        }
+        let message = try ImageReader.decodeSection(try sectionPayload(entry), as: M.self, kind: kind, offset: entry.offset, path: path)
         if let table = message as? Ccimg_V1_HandleTable { try OpenFileTable.check(table, features: header.features, path: path, offset: entry.offset) }
         return message
     }
 
+    /// Section `kind` of the image behind `descriptor` decoded as `type`; empty when `index` lists none.
+    static func section<M: SwiftProtobuf.Message>(_ kind: SectionKind, as type: M.Type, of index: Ccimg_V1_Index,
+                                                  _ descriptor: borrowing OwnedDescriptor, fileSize: UInt64,
+                                                  path: String) throws(ImageError) -> M {
+        guard let entry = index.sections.first(where: { $0.kind == kind.rawValue }) else { return M() }
+        let payload = try ImageReader.sectionPayload(entry, descriptor: descriptor, fileSize: fileSize, path: path)
+        return try ImageReader.decodeSection(payload, as: M.self, kind: kind, offset: entry.offset, path: path)
+    }
+
+    /// §5.3 A section's payload decoded as its record.
+    static func decodeSection<M: SwiftProtobuf.Message>(_ payload: [UInt8], as type: M.Type, kind: SectionKind, offset: UInt64,
+                                                        path: String?) throws(ImageError) -> M {
+        do {
+            return try M(serializedBytes: payload)
+        } catch {
+            throw ImageError(.structural, "section is not a valid \(M.protoMessageName) record", path: path,
+                             location: "section \(kind.name)", offset: offset, cause: "\(error)")
+        }
+    }
+
     // MARK: Memory
-
-    private func loadMemory() throws(ImageError) {
-        let map = try section(.memoryMap, as: Ccimg_V1_MemoryMap.self) ?? Ccimg_V1_MemoryMap()
-        let pages = try section(.pageMap, as: Ccimg_V1_PageMap.self) ?? Ccimg_V1_PageMap()
-        try ImageReader.checkVmas(map.vmas, pageSize: UInt64(header.pageSize))
-        guard pages.vmas.count == map.vmas.count else {
-            throw ImageError(.structural, "page map describes \(pages.vmas.count) VMAs, memory map has \(map.vmas.count)",
-                             location: "section page-map")
-        }
-        var ordinal: UInt64 = 0
-        var tables: [VmaPageTable] = []
-        tables.reserveCapacity(map.vmas.count)
-        for (i, (vma, runs)) in zip(map.vmas, pages.vmas).enumerated() {
-            let count = (vma.end - vma.start) / UInt64(header.pageSize)
-            tables.append(try VmaPageTable.decode(Array(runs.runs), pageCount: count, nextOrdinal: &ordinal,
-                                                  allowInherited: header.hasParent, vmaNumber: i))
-        }
-        guard ordinal == index.storedPages else {
-            throw ImageError(.structural, "page map stores \(ordinal) pages, index has \(index.storedPages)", location: "section page-map")
-        }
-        memoryMap = map.vmas
-        pageTables = tables
-    }
-
-    /// §5.3 VMAs ascend, do not overlap, are page aligned and below the address limit.
-    static func checkVmas(_ vmas: [Ccimg_V1_Vma], pageSize: UInt64) throws(ImageError) {
-        guard vmas.count <= ImageLimits.maxVmas else {
-            throw ImageError(.limitExceeded, "\(vmas.count) VMAs exceed \(ImageLimits.maxVmas)", location: "section memory-map")
-        }
-        var previousEnd: UInt64 = 0
-        for (i, vma) in vmas.enumerated() {
-            let where_ = "section memory-map, VMA \(i)"
-            guard vma.start % pageSize == 0, vma.end % pageSize == 0, vma.end > vma.start, vma.end <= ImageLimits.maxAddress else {
-                throw ImageError(.structural, "VMA 0x\(String(vma.start, radix: 16))-0x\(String(vma.end, radix: 16)) is empty, unaligned or beyond the address limit",
-                                 location: where_)
-            }
-            guard vma.start >= previousEnd else {
-                throw ImageError(.structural, "VMA at 0x\(String(vma.start, radix: 16)) overlaps the one before it", location: where_)
-            }
-            previousEnd = vma.end
-        }
-    }
 
     /// The index in ``memoryMap`` of the VMA containing `address`.
     public func vmaIndex(containing address: UInt64) -> Int? {
@@ -286,12 +155,12 @@ public final class ImageReader: @unchecked Sendable {
 
     /// The decompressed pages of frame `number`, checked against its block checksum.
     public func frame(_ number: Int) throws(ImageError) -> [UInt8] {
-        lock.lock()
-        defer { lock.unlock() }
-        if let cachedFrame, cachedFrame.number == number { return cachedFrame.bytes }
-        let bytes = try readFrame(number)
-        cachedFrame = (number, bytes)
-        return bytes
+        try cachedFrame.withLock { (cached) throws(ImageError) in
+            if let cached, cached.number == number { return cached.bytes }
+            let bytes = try readFrame(number)
+            cached = (number, bytes)
+            return bytes
+        }
     }
 
     /// The decompressed pages of frame `number`, read and checked anew without the

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import LinuxKernel
 import SwiftProtobuf
 
 /// Reads an image front to back from a stream — a pipe, a socket, standard
@@ -31,7 +29,7 @@ public final class ImageStreamReader {
 
     /// Reads and checks the header from `fd`, which stays open and owned by the caller.
     public init(fd: Int32) throws(ImageError) {
-        scanner = BlockScanner(descriptor: OwnedDescriptor(raw: dup(fd)))
+        scanner = BlockScanner(descriptor: OwnedDescriptor(duplicating: fd))
         header = try scanner.readHeader()
     }
 
@@ -42,10 +40,7 @@ public final class ImageStreamReader {
         let raw = try scanner.nextBlock(header: header) { b in b.type == .frame ? "frame \(number)" : b.name() }
         let block = raw.header
         let name = block.type == .frame ? "frame \(number)" : block.name()
-        guard raw.checksumOK else { throw ImageError(.checksumMismatch, "checksum does not match", location: name, offset: raw.offset) }
-        guard block.flags.isSubset(of: BlockFlags.known) else {
-            throw ImageError(.unsupported, "unknown block flags 0x\(String(block.flags.rawValue, radix: 16))", location: name, offset: raw.offset)
-        }
+        if let problem = block.problems(checksumOK: raw.checksumOK, name: name, offset: raw.offset).first { throw problem }
         switch block.type! {
         case .section:
             if SectionKind(rawValue: block.kind) == nil && block.flags.contains(.critical) {
@@ -72,11 +67,7 @@ public final class ImageStreamReader {
             return .frame(firstOrdinal: first, pages: pages)
         case .index:
             let payload = try ImageReader.decodePayload(block, raw.payload, limit: UInt64(ImageLimits.maxIndexPayload), name: "index", offset: raw.offset)
-            let index: Ccimg_V1_Index
-            do { index = try Ccimg_V1_Index(serializedBytes: payload) } catch {
-                throw ImageError(.structural, "index is not a valid Index record", location: "index", offset: raw.offset, cause: "\(error)")
-            }
-            try ImageReader.checkIndex(index, header: header, indexOffset: raw.offset)
+            let index = try ImageReader.parseIndex(payload, header: header, offset: raw.offset)
             guard index.storedPages == nextOrdinal else {
                 throw ImageError(.structural, "index counts \(index.storedPages) stored pages, the frames held \(nextOrdinal)", location: "index")
             }

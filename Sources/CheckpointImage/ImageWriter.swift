@@ -1,5 +1,4 @@
 import LinuxKernel
-import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -15,7 +14,7 @@ public struct ImageWriterOptions: Sendable {
     /// §3.2 The image's identity; random unless a caller (fixtures) fixes it.
     public var uuid = ImageUUID.random()
     /// §3.2 Creation time in nanoseconds since the Unix epoch.
-    public var createdUnixNanoseconds = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
+    public var createdUnixNanoseconds = Host.realtimeNanoseconds()
     public var machine = Ccimg_V1_MachineFacts()
     public var pageSize: UInt32 = 4096
     public var pagesPerFrame: UInt32 = ImageFormat.defaultPagesPerFrame
@@ -68,51 +67,48 @@ public struct ImageWriteSummary: Sendable {
 /// ``finish()`` (§2.4: any order of sections and frames is valid). Memory map
 /// and page map sections, the index and the footer are written by `finish`.
 public final class ImageWriter {
-    private var output: ImageOutput
-    private let options: ImageWriterOptions
-    private let parent: ImageChain?
-    private let pageSize: Int
-    private var offset: UInt64 = 0
+    var output: ImageOutput
+    let options: ImageWriterOptions
+    let parent: ImageChain?
+    let pageSize: Int
+    var offset: UInt64 = 0
     /// How far writeback of the output has been started (``startWriteback()``).
-    private var writebackStarted: UInt64 = 0
+    var writebackStarted: UInt64 = 0
     /// Small blocks and block headers waiting to be written, gathered into one write(2);
     /// frame payloads are written straight from the compression slots, never copied here.
-    private var staging: [UInt8] = []
+    var staging: [UInt8] = []
     private static let stagingBytes = 1 << 20
 
-    private var sectionEntries: [Ccimg_V1_SectionEntry] = []
-    private var frameOffsets: [UInt64] = []
-    private var pageHashes: [UInt8] = []
-    private var nextOrdinal: UInt64 = 0
-    private var dedupTable: [PageHash: UInt64] = [:]
+    var sectionEntries: [Ccimg_V1_SectionEntry] = []
+    var frameOffsets: [UInt64] = []
+    var pageHashes: [UInt8] = []
+    var nextOrdinal: UInt64 = 0
+    var dedupTable: [PageHash: UInt64] = [:]
 
-    private var vmas: [Ccimg_V1_Vma] = []
-    private var finishedRuns: [[PageRun]] = []
-    private var currentRuns = PageRunBuilder()
-    private var currentPagesLeft: UInt64 = 0
-    private var currentAddress: UInt64 = 0
-    private var inVma = false
-    private var pagesEnded = false
+    var vmas: [Ccimg_V1_Vma] = []
+    var finishedRuns: [[PageRun]] = []
+    var currentRuns = PageRunBuilder()
+    var currentPagesLeft: UInt64 = 0
+    var currentAddress: UInt64 = 0
+    var inVma = false
+    var pagesEnded = false
 
     /// Frame buffers, reused: the slot being filled holds `frameFill` bytes of pages so far.
-    private let pool: FramePool
-    private var fillingSlot = 0
-    private var frameFill = 0
-    private var frameFirstOrdinal: UInt64 = 0
-    private var framesSubmitted = 0
-    private var framesWritten = 0
-    private var stateCounts: [PageState: UInt64] = [:]
-    private var storedFrameBytes: UInt64 = 0
-    private let zeroPage: [UInt8]
-    private var finished = false
+    let pool: FramePool
+    var fillingSlot = 0
+    var frameFill = 0
+    var frameFirstOrdinal: UInt64 = 0
+    var framesSubmitted = 0
+    var framesWritten = 0
+    var stateCounts: [PageState: UInt64] = [:]
+    var storedFrameBytes: UInt64 = 0
+    let zeroPage: [UInt8]
+    var finished = false
 
     /// Runs `body` with no compression starting on the pool's threads (those under way
     /// finish). A capture runs its injected calls so: they resume and re-stop the frozen
     /// threads many times, and each wakeup that has to preempt a compression waits for an
-    /// interrupt between cores, costly in a VM. For a 512 MiB increment the injected
-    /// calls took 5-6 ms (median, up to 16) with compression running, even at idle
-    /// priority (SCHED_IDLE), and 1.2-1.3 ms (up to 1.8) paused; the freeze, 15-19 ms
-    /// against 11-12.
+    /// interrupt between cores, costly in a VM (figures: spec/decisions/0017-threading-model.md).
     public func withCompressionPaused<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pool.setPaused(true)
         defer { pool.setPaused(false) }
@@ -217,275 +213,6 @@ public final class ImageWriter {
         }
     }
 
-    // MARK: Memory
-
-    /// Starts the pages of `vma`; VMAs must come in ascending, non-overlapping order.
-    public func beginVma(_ vma: Ccimg_V1_Vma) throws(ImageError) {
-        precondition(!finished && !pagesEnded, "VMAs come before endPages()")
-        precondition(!inVma || currentPagesLeft == 0, "previous VMA is missing \(currentPagesLeft) pages")
-        closeVma()
-        precondition(vma.start % UInt64(pageSize) == 0 && vma.end % UInt64(pageSize) == 0 && vma.end > vma.start,
-                     "VMA bounds must be page aligned and non-empty")
-        if let last = vmas.last { precondition(vma.start >= last.end, "VMAs must ascend without overlap") }
-        vmas.append(vma)
-        currentRuns = PageRunBuilder()
-        currentPagesLeft = (vma.end - vma.start) / UInt64(pageSize)
-        currentAddress = vma.start
-        inVma = true
-    }
-
-    /// Ends the pages: closes the last VMA and hands its partly filled frame to
-    /// compression now rather than in ``finish()``, so that it is compressed while
-    /// the caller does other work. Sections may follow (§2 allows any order); VMAs
-    /// may not.
-    public func endPages() throws(ImageError) {
-        precondition(!finished && (!inVma || currentPagesLeft == 0), "last VMA is missing \(currentPagesLeft) pages")
-        closeVma()
-        pagesEnded = true
-        try sealFrame()
-    }
-
-    /// Records the next `count` pages of the current VMA as never populated.
-    public func appendNotPopulated(count: UInt64) {
-        precondition(inVma && count <= currentPagesLeft, "more pages than the VMA holds")
-        guard count > 0 else { return }
-        currentRuns.append(.notPopulated, count: count)
-        stateCounts[.notPopulated, default: 0] += count
-        advance(count)
-    }
-
-    /// Records the next `count` pages of the current VMA as unchanged since the
-    /// parent (§8): a caller that knows which pages were written (kernel dirty
-    /// tracking) skips reading the rest. Needs a parent image.
-    public func appendInherited(count: UInt64) {
-        precondition(parent != nil, "inherited pages need a parent image")
-        precondition(inVma && count <= currentPagesLeft, "more pages than the VMA holds")
-        guard count > 0 else { return }
-        currentRuns.append(.inherited, count: count)
-        stateCounts[.inherited, default: 0] += count
-        advance(count)
-    }
-
-    /// Records the next `count` pages of the current VMA as all-zero.
-    public func appendZero(count: UInt64) {
-        precondition(inVma && count <= currentPagesLeft, "more pages than the VMA holds")
-        guard count > 0 else { return }
-        currentRuns.append(.zero, count: count)
-        stateCounts[.zero, default: 0] += count
-        advance(count)
-    }
-
-    /// Records the next pages of the current VMA from their bytes (a whole
-    /// number of pages). Each is classified: zero, inherited from the parent,
-    /// a duplicate of a page already stored, or stored (§6).
-    public func appendPages(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
-        precondition(bytes.count % pageSize == 0, "appendPages needs whole pages")
-        let count = bytes.count / pageSize
-        precondition(inVma && UInt64(count) <= currentPagesLeft, "more pages than the VMA holds")
-        for i in 0..<count {
-            let page = UnsafeRawBufferPointer(rebasing: bytes[(i * pageSize)..<((i + 1) * pageSize)])
-            try appendOnePage(page)
-        }
-    }
-
-    /// Convenience for ``appendPages(_:)`` from an array.
-    public func appendPages(_ bytes: [UInt8]) throws(ImageError) {
-        try bytes.withBytes { (raw) throws(ImageError) in try appendPages(raw) }
-    }
-
-    /// Records the next `count` pages of the current VMA, read by `fill` straight
-    /// into frame memory (no copy through another buffer): `fill(buffer, first)` gets
-    /// room for pages `first ..< first + buffer.count / page size` of the run — a
-    /// whole number of pages, as many as the frame being filled has room for — and
-    /// must fill all of it. Each page is then classified as ``appendPages(_:)`` does.
-    public func appendPages<E: Error>(count: Int, reading fill: (UnsafeMutableRawBufferPointer, Int) throws(E) -> Void) throws {
-        precondition(inVma && UInt64(count) <= currentPagesLeft, "more pages than the VMA holds")
-        var done = 0
-        while done < count {
-            let start = frameFill
-            let pages = min((pool.frameBytes - start) / pageSize, count - done)
-            let frame = pool.raw(fillingSlot).baseAddress!
-            try fill(UnsafeMutableRawBufferPointer(start: frame + start, count: pages * pageSize), done)
-            for k in 0..<pages { keepInFrame(frame + start + k * pageSize, frame: frame) }
-            if frameFill == pool.frameBytes { try sealFrame() }
-            done += pages
-        }
-    }
-
-    /// A run of ``appendScatteredPages(_:reading:)``: `gap` pages inherited from the
-    /// parent, then `count` (at least one) pages to read.
-    public struct ScatteredRun: Sendable {
-        public var gap: UInt64
-        public var count: Int
-        public init(gap: UInt64, count: Int) {
-            precondition(count > 0, "a scattered run reads at least one page")
-            self.gap = gap
-            self.count = count
-        }
-    }
-
-    /// The part of run `run` that one read fills: `count` pages from its page `first`.
-    public struct ScatteredPiece: Sendable {
-        public var run: Int
-        public var first: Int
-        public var count: Int
-    }
-
-    /// Records the next pages of the current VMA as `runs` — each a gap inherited from the
-    /// parent, then pages read — with the pages read straight into frame memory, many runs
-    /// at a time: `fill(buffer, pieces)` gets room for every piece, laid end to end in
-    /// order, as many as the frame being filled has room for and at most `maxPieces` (so one
-    /// process_vm_readv with an iovec a piece can fill it), and must fill all of it. Each
-    /// page is then classified as ``appendPages(_:)`` does. This is how the few pages a
-    /// process wrote since its parent image, scattered through its memory, are read.
-    public func appendScatteredPages<E: Error>(_ runs: [ScatteredRun], maxPieces: Int = 1024,
-                                               reading fill: (UnsafeMutableRawBufferPointer, [ScatteredPiece]) throws(E) -> Void) throws {
-        precondition(parent != nil, "inherited pages need a parent image")
-        precondition(maxPieces > 0, "a read needs room for a piece")
-        var run = 0, within = 0
-        var pieces: [ScatteredPiece] = []
-        while run < runs.count {
-            let room = (pool.frameBytes - frameFill) / pageSize
-            pieces.removeAll(keepingCapacity: true)
-            var pages = 0
-            while run < runs.count && pages < room && pieces.count < maxPieces {
-                let count = min(runs[run].count - within, room - pages)
-                pieces.append(ScatteredPiece(run: run, first: within, count: count))
-                pages += count
-                within += count
-                if within == runs[run].count { run += 1; within = 0 }
-            }
-            let frame = pool.raw(fillingSlot).baseAddress!
-            var page = frame + frameFill
-            try fill(UnsafeMutableRawBufferPointer(start: page, count: pages * pageSize), pieces)
-            for piece in pieces {
-                if piece.first == 0 { appendInherited(count: runs[piece.run].gap) }
-                precondition(UInt64(piece.count) <= currentPagesLeft, "more pages than the VMA holds")
-                for _ in 0..<piece.count {
-                    keepInFrame(page, frame: frame)
-                    page += pageSize
-                }
-            }
-            if frameFill == pool.frameBytes { try sealFrame() }
-        }
-    }
-
-    /// Classifies a page read into the frame being filled, at or after `frameFill`; a
-    /// stored page moves down over the pages before it that were not (zero, inherited,
-    /// dedup).
-    private func keepInFrame(_ page: UnsafeMutableRawPointer, frame: UnsafeMutableRawPointer) {
-        guard record(UnsafeRawBufferPointer(start: page, count: pageSize)) else { return }
-        if frame + frameFill != page { memmove(frame + frameFill, page, pageSize) }
-        frameFill += pageSize
-    }
-
-    private func appendOnePage(_ page: UnsafeRawBufferPointer) throws(ImageError) {
-        guard record(page) else { return }
-        (pool.raw(fillingSlot).baseAddress! + frameFill).copyMemory(from: page.baseAddress!, byteCount: pageSize)
-        frameFill += pageSize
-        if frameFill == pool.frameBytes { try sealFrame() }
-    }
-
-    /// Classifies the next page of the current VMA by its content (§6): zero, the
-    /// parent's page at this address, a duplicate of a stored page, or stored. For a
-    /// stored page (true) the caller puts its bytes at `frameFill` of the frame.
-    private func record(_ page: UnsafeRawBufferPointer) -> Bool {
-        defer { advance(1) }
-        let isZero = zeroPage.withUnsafeBytes { memcmp($0.baseAddress!, page.baseAddress!, pageSize) == 0 }
-        if isZero {
-            currentRuns.append(.zero)
-            stateCounts[.zero, default: 0] += 1
-            return false
-        }
-        let hash = PageHash(of: page)
-        if let parent, parent.pageHash(at: currentAddress) == hash {
-            currentRuns.append(.inherited)
-            stateCounts[.inherited, default: 0] += 1
-            return false
-        }
-        if options.deduplicate, let target = dedupTable[hash] {
-            currentRuns.append(.dedup, dedupTarget: target)
-            stateCounts[.dedup, default: 0] += 1
-            return false
-        }
-        let ordinal = nextOrdinal
-        nextOrdinal += 1
-        if options.deduplicate { dedupTable[hash] = ordinal }
-        pageHashes.appendCanonical(hash)
-        currentRuns.append(.stored, ordinal: ordinal)
-        stateCounts[.stored, default: 0] += 1
-        if frameFill == 0 { frameFirstOrdinal = ordinal }
-        return true
-    }
-
-    private func advance(_ count: UInt64) {
-        currentPagesLeft -= count
-        currentAddress += count * UInt64(pageSize)
-    }
-
-    private func closeVma() {
-        if inVma {
-            finishedRuns.append(currentRuns.runs)
-            inVma = false
-        }
-    }
-
-    // MARK: Frames
-
-    /// Hands the filled frame to the compression threads (§6.1): frames are
-    /// compressed in the background on every core while pages keep coming,
-    /// and written in order as they complete. Frame buffers come from a
-    /// fixed pool, so memory stays bounded and is not faulted in anew per frame.
-    private func sealFrame() throws(ImageError) {
-        guard frameFill > 0 else { return }
-        let slot = fillingSlot, length = frameFill, first = frameFirstOrdinal
-        let sequence = framesSubmitted
-        framesSubmitted += 1
-        frameFill = 0
-        let pages = UInt32(length / pageSize)
-        pool.submit(FramePool.Frame(slot: slot, length: length, first: first, count: pages), sequence: sequence)
-        try writeCompletedFrames()
-        // Every slot busy: the oldest frame is written as soon as it is compressed, which frees its slot.
-        while true {
-            if let free = pool.takeFree() {
-                fillingSlot = free
-                return
-            }
-            try writeFrame(pool.waitCompressing(for: framesWritten))
-        }
-    }
-
-    /// Writes, in order, every frame whose compression has finished.
-    private func writeCompletedFrames() throws(ImageError) {
-        while let frame = pool.take(framesWritten) { try writeFrame(frame) }
-    }
-
-    /// Writes the next frame in order and gives its slot back.
-    private func writeFrame(_ frame: FramePool.Frame) throws(ImageError) {
-        framesWritten += 1
-        defer { pool.release(frame.slot) }
-        let compressed = UnsafeRawBufferPointer(rebasing: pool.output(frame.slot).prefix(frame.length))
-        frameOffsets.append(offset)
-        if let frameOverride {
-            let payload = frameOverride(frameOffsets.count - 1, [UInt8](compressed))
-            try payload.withBytes { (raw) throws(ImageError) in try writeFrameBlock(frame, payload: raw) }
-        } else {
-            try writeFrameBlock(frame, payload: compressed)
-        }
-    }
-
-    private func writeFrameBlock(_ frame: FramePool.Frame, payload: UnsafeRawBufferPointer) throws(ImageError) {
-        var header = BlockHeader(typeTag: BlockType.frame.rawValue, kind: 0, version: 1, flags: [.zstd],
-                                 aux: frame.count, payloadLength: UInt64(payload.count), aux64: frame.first)
-        storedFrameBytes += UInt64(ImageFormat.blockHeaderLength + payload.count)
-        try writeBlock(&header, payload: payload, entry: nil)
-    }
-
-    /// Waits for every frame in flight and writes them all.
-    private func flushFrames() throws(ImageError) {
-        while framesWritten < framesSubmitted { try writeFrame(pool.waitCompressing(for: framesWritten)) }
-    }
-
     // MARK: Finishing
 
     /// Writes the memory map, page map, index and footer, and commits the
@@ -533,7 +260,7 @@ public final class ImageWriter {
             indexDigest: indexPayload.withUnsafeBytes { PageHash(of: $0) }, path: output.targetPath)
     }
 
-    private func addSectionAfterMemory(_ kind: SectionKind, _ message: some SwiftProtobuf.Message) throws(ImageError) {
+    func addSectionAfterMemory(_ kind: SectionKind, _ message: some SwiftProtobuf.Message) throws(ImageError) {
         let wasFinished = finished
         finished = false
         defer { finished = wasFinished }
@@ -542,12 +269,12 @@ public final class ImageWriter {
 
     // MARK: Output
 
-    private func writeBlock(_ header: inout BlockHeader, payload: [UInt8],
+    func writeBlock(_ header: inout BlockHeader, payload: [UInt8],
                             entry fill: ((inout Ccimg_V1_SectionEntry) -> Void)?) throws(ImageError) {
         try payload.withBytes { (raw) throws(ImageError) in try writeBlock(&header, payload: raw, entry: fill) }
     }
 
-    private func writeBlock(_ header: inout BlockHeader, payload: UnsafeRawBufferPointer,
+    func writeBlock(_ header: inout BlockHeader, payload: UnsafeRawBufferPointer,
                             entry fill: ((inout Ccimg_V1_SectionEntry) -> Void)?) throws(ImageError) {
         header.checksum = header.computeChecksum(payload: payload)
         let start = offset
@@ -562,15 +289,15 @@ public final class ImageWriter {
         }
     }
 
-    private func emit(_ bytes: [UInt8]) throws(ImageError) {
+    func emit(_ bytes: [UInt8]) throws(ImageError) {
         try bytes.withBytes { (raw) throws(ImageError) in try emit(raw) }
     }
 
-    private func emit(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
+    func emit(_ bytes: UnsafeRawBufferPointer) throws(ImageError) {
         offset += UInt64(bytes.count)
         if bytes.count >= 16 << 10 {
             try flushBuffer()
-            try output.descriptor.writeAll(bytes)
+            try output.descriptor.writeAllBytes(bytes)
             startWriteback()
             return
         }
@@ -578,233 +305,19 @@ public final class ImageWriter {
         staging.append(contentsOf: bytes)
     }
 
-    private func flushBuffer() throws(ImageError) {
+    func flushBuffer() throws(ImageError) {
         guard !staging.isEmpty else { return }
-        try staging.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAll(raw) }
+        try staging.withBytes { (raw) throws(ImageError) in try output.descriptor.writeAllBytes(raw) }
         staging.removeAll(keepingCapacity: true)
         startWriteback()
     }
 
     /// Every 8 MiB written, writeback of those bytes starts (sync_file_range), so the
     /// disk works while the image is still being made and the final fsync waits only
-    /// for the tail: for a 27 MB image, that fsync alone took 40-100 ms.
-    private func startWriteback() {
+    /// for the tail (figures: spec/decisions/0017-threading-model.md).
+    func startWriteback() {
         guard offset - writebackStarted >= 8 << 20 else { return }
         output.startWriteback(offset: writebackStarted, length: offset - writebackStarted)
         writebackStarted = offset
-    }
-}
-
-/// The writer's frame buffers (§6.1) and the threads that compress them: a fixed
-/// set of slots, each with room for one frame's pages and its compressed form. A
-/// slot is filled by the writer, compressed by a worker, then written in order and
-/// given back.
-public final class FramePool: @unchecked Sendable {
-    /// A frame in a slot: `count` pages from ordinal `first`. Queued for compression,
-    /// `length` is the bytes of its pages; once compressed, the bytes in the slot's output.
-    struct Frame {
-        var slot: Int
-        var length: Int
-        var first: UInt64
-        var count: UInt32
-    }
-
-    let frameBytes: Int
-    let level: Int32
-    private let slots: Int
-    private let outputBytes: Int
-    /// Whether a writer uses the pool now (one at a time).
-    private var inUse = false
-    /// Pages of every slot, then compressed frames of every slot: two regions, so that
-    /// the huge pages touched hold only bytes in use.
-    private let pages: PageBuffer
-    private let outputs: PageBuffer
-    private let condition = Condition()
-    private var free: [Int]
-    /// Frames waiting for a worker, with their sequence numbers, in order.
-    private var jobs: [(sequence: Int, frame: Frame)] = []
-    private var done: [Int: Frame] = [:]
-    private var stopping = false
-    /// The workers, one per core but the writer's, each with its own zstd context,
-    /// started with the pool.
-    private var workers: [JoinableThread] = []
-    private let cores = Host.onlineProcessors
-    /// Workers compressing now: at most one per core but the writer's. The writer's thread
-    /// reads pages, and during a capture the process is frozen meanwhile, so compression
-    /// never crowds it out; when it waits for a frame, it compresses queued frames itself
-    /// (``waitCompressing(for:)``).
-    private var running = 0
-    private var workerLimit: Int { max(1, cores - 1) }
-    /// The writer's own zstd context, made by the first worker as it starts (or by the
-    /// writer, if it needs it first).
-    private var writerCompressor: CompressorBox?
-    private final class CompressorBox {
-        let compressor: ZstdCompressor
-        init(_ compressor: consuming ZstdCompressor) { self.compressor = compressor }
-    }
-    /// While set, workers start no compression; see ``ImageWriter/withCompressionPaused(_:)``.
-    private var paused = false
-    /// SCHED_BATCH (<linux/sched.h>); glibc defines it only for _GNU_SOURCE. Any thread may
-    /// switch itself to it: it keeps its nice value and needs no privilege.
-    private static let schedBatch: Int32 = 3
-
-    init(slots: Int, frameBytes: Int, level: Int32) {
-        self.frameBytes = frameBytes
-        self.level = level
-        self.slots = slots
-        outputBytes = (Zstd.compressBound(frameBytes) + 4095) / 4096 * 4096
-        pages = PageBuffer(bytes: slots * frameBytes)
-        outputs = PageBuffer(bytes: slots * outputBytes)
-        free = Array((0..<slots).reversed())
-        // The workers start now, so that their threads exist, their contexts are sized
-        // and the first slots are faulted in (about 0.3 ms per 2 MiB huge page here)
-        // before the first frame: in a capture, while the process is being seized
-        // rather than inside its freeze.
-        let unowned = Unmanaged.passUnretained(self)
-        for worker in 0..<workerLimit {
-            workers.append(JoinableThread { unowned.takeUnretainedValue().work(first: worker == 0) })
-        }
-    }
-
-    deinit {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
-        workers.removeAll()    // joins them
-    }
-
-    /// A writer starts using the pool.
-    func adopt() {
-        condition.lock()
-        defer { condition.unlock() }
-        precondition(!inUse, "a frame pool serves one writer at a time")
-        inUse = true
-    }
-
-    /// A writer is done with the pool: frames it left queued are dropped, the ones being
-    /// compressed are waited for, and every slot is free again.
-    func reclaim() {
-        condition.lock()
-        defer { condition.unlock() }
-        jobs.removeAll()
-        while running > 0 { condition.wait() }
-        done.removeAll()
-        free = Array((0..<slots).reversed())
-        paused = false
-        inUse = false
-    }
-
-    /// A worker: compresses jobs in order of submission until the pool ends. The first
-    /// also faults in the first slots and makes the writer's context.
-    private func work(first: Bool) {
-        if first {
-            pages.slice(0..<min(pages.count, PageBuffer.hugePage)).populate()
-            outputs.slice(0..<min(outputs.count, PageBuffer.hugePage)).populate()
-            let box = CompressorBox(ZstdCompressor(warmFor: frameBytes, level: level))
-            condition.lock()
-            if writerCompressor == nil { writerCompressor = box }
-            condition.unlock()
-        }
-        // SCHED_BATCH: a fair share of the CPU, but a worker woken for a new frame does not
-        // preempt the thread that woke it (sched(7); the scheduler's wakeup preemption skips
-        // batch tasks). Woken on the writer's core, a worker used to take it over and keep
-        // it while it compressed frame after frame, the other core idle: during a capture's
-        // freeze, the thread the frozen process waits on stood still for up to 3.5 ms.
-        var parameters = sched_param()
-        _ = sched_setscheduler(0, FramePool.schedBatch, &parameters)
-        let compressor = ZstdCompressor(warmFor: frameBytes, level: level)
-        while true {
-            condition.lock()
-            while !stopping && (jobs.isEmpty || running >= workerLimit || paused) { condition.wait() }
-            if stopping {
-                condition.unlock()
-                return
-            }
-            let job = jobs.removeFirst()
-            running += 1
-            condition.unlock()
-            var frame = job.frame
-            let input = UnsafeRawBufferPointer(rebasing: raw(frame.slot).prefix(frame.length))
-            frame.length = Zstd.compress(input, into: output(frame.slot), level: level, context: compressor)
-            condition.lock()
-            running -= 1
-            done[job.sequence] = frame
-            condition.broadcast()
-            condition.unlock()
-        }
-    }
-
-    /// Sets whether workers may start compressions.
-    func setPaused(_ value: Bool) {
-        condition.lock()
-        paused = value
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Queues `frame`, number `sequence` in the image, for compression.
-    func submit(_ frame: Frame, sequence: Int) {
-        condition.lock()
-        jobs.append((sequence, frame))
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Where slot `slot`'s pages go.
-    func raw(_ slot: Int) -> UnsafeMutableRawBufferPointer {
-        pages.slice(slot * frameBytes ..< (slot + 1) * frameBytes)
-    }
-
-    /// Where slot `slot`'s compressed frame goes.
-    func output(_ slot: Int) -> UnsafeMutableRawBufferPointer {
-        outputs.slice(slot * outputBytes ..< (slot + 1) * outputBytes)
-    }
-
-    /// A slot nobody uses, if there is one.
-    func takeFree() -> Int? {
-        condition.lock()
-        defer { condition.unlock() }
-        return free.popLast()
-    }
-
-    func release(_ slot: Int) {
-        condition.lock()
-        free.append(slot)
-        condition.unlock()
-    }
-
-    /// Frame `sequence`, if its compression has finished.
-    func take(_ sequence: Int) -> Frame? {
-        condition.lock()
-        defer { condition.unlock() }
-        return done.removeValue(forKey: sequence)
-    }
-
-    /// Frame `sequence`, once its compression has finished. Meanwhile the calling (writer's)
-    /// thread compresses queued frames itself, oldest first, paused or not: its core is
-    /// awake already, where handing it to one more worker would wait for that thread to be
-    /// woken and placed (traced after a thaw: often it was not, and the last frames were
-    /// compressed one at a time).
-    func waitCompressing(for sequence: Int) -> Frame {
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if let ready = done.removeValue(forKey: sequence) { return ready }
-            guard !jobs.isEmpty else {
-                condition.wait()
-                continue
-            }
-            // Made by the first worker as it starts; made here if the writer comes first.
-            let box = writerCompressor ?? CompressorBox(ZstdCompressor(warmFor: frameBytes, level: level))
-            writerCompressor = box
-            let job = jobs.removeFirst()
-            condition.unlock()
-            var frame = job.frame
-            let input = UnsafeRawBufferPointer(rebasing: raw(frame.slot).prefix(frame.length))
-            frame.length = Zstd.compress(input, into: output(frame.slot), level: level, context: box.compressor)
-            condition.lock()
-            done[job.sequence] = frame
-        }
     }
 }

@@ -1,39 +1,24 @@
 import LinuxKernel
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// An image read from a pipe ("-"), kept in a temporary file so that it can be
 /// read at random (§2: the memory map and page map follow the frames). Used by
-/// `ccimg` and `ccpm restore`; the caller unlinks the file when done.
+/// `ccimg` and `ccpm restore`; the caller unlinks the file when done. The copy
+/// is LinuxKernel's ``StandardInputFile``; this maps its failures to ``ImageError``.
 public enum StandardInputSpool {
     /// Copies standard input into a new file under $TMPDIR (or /tmp), created
-    /// exclusively (mkstemp), and returns its path.
+    /// exclusively (mkstemp(3)), and returns its path.
     public static func spool(prefix: String) throws(ImageError) -> String {
-        let directory = Host.temporaryDirectory
-        var template = Array("\(directory)/\(prefix)-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else {
-            throw ImageError(.io, "cannot create a temporary file in \(directory) for standard input", cause: "'mkstemp' failed: \(errnoText(errno))")
-        }
-        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let out = OwnedDescriptor(raw: fd)
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                unlink(path)
-                throw ImageError(.io, "cannot read standard input", cause: "'read' failed: \(errnoText(errno))")
-            }
-            if n == 0 { break }
-            do throws(ImageError) {
-                try buffer.withBytes { (raw) throws(ImageError) in try out.writeAll(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
-            } catch {
-                unlink(path)
-                throw ImageError(.io, "cannot spool standard input to \(path)", path: path, cause: error.description)
+        do { return try StandardInputFile.spool(prefix: prefix) } catch {
+            switch error {
+            case .create(let directory, let cause):
+                throw ImageError(.io, "cannot create a temporary file in \(directory) for standard input", cause: cause.description)
+            case .read(let cause):
+                throw ImageError(.io, "cannot read standard input", cause: cause.description)
+            case .write(let path, let cause):
+                let hint = cause.errno == .noSpace ? "the disk is full" : cause.errno == .brokenPipe ? "the reader went away" : "write failed"
+                throw ImageError(.io, "cannot spool standard input to \(path)", path: path,
+                                 cause: ImageError(.io, hint, cause: cause.description).description)
             }
         }
-        return path
     }
 }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 @_spi(Fixtures) import CheckpointImage
 
 /// The committed conformance fixtures (§9): golden images under
@@ -35,10 +39,10 @@ public enum FixtureSet {
 
     /// The bytes of golden image `name`, encoded now; `directory` must hold its parents.
     public static func encodeGolden(_ name: String, parentsIn directory: String) throws -> [UInt8] {
-        let tmp = directory + "/.encode-\(name)-\(getpid()).ccimg"
-        defer { unlink(tmp) }
+        let tmp = directory + "/.encode-\(name)-\(FixtureFiles.processID).ccimg"
+        defer { FixtureFiles.remove(tmp) }
         try writeGolden(name, to: tmp, parentsIn: directory)
-        return Array(try Data(contentsOf: URL(fileURLWithPath: tmp)))
+        return try FixtureFiles.read(tmp)
     }
 
     static func writeGolden(_ name: String, to path: String, parentsIn directory: String) throws {
@@ -73,11 +77,11 @@ public enum FixtureSet {
 
     /// Writes every golden image and its dump into `directory`.
     public static func writeGolden(into directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FixtureFiles.createDirectory(directory)
         for name in goldenNames {
             let path = "\(directory)/\(name).ccimg"
             try writeGolden(name, to: path, parentsIn: directory)
-            try goldenDump(of: path).write(toFile: "\(directory)/\(name).dump.json", atomically: true, encoding: .utf8)
+            try FixtureFiles.write(try goldenDump(of: path), to: "\(directory)/\(name).dump.json")
         }
     }
 
@@ -95,14 +99,14 @@ public enum FixtureSet {
     /// Writes the damaged corpus into `directory`, built from the golden
     /// images in `goldenDirectory`, and its `manifest.json`.
     public static func writeDamaged(into directory: String, goldenDirectory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FixtureFiles.createDirectory(directory)
         var cases: [DamagedCase] = []
         func save(_ name: String, _ bytes: [UInt8], _ description: String, _ verify: String, deep: String? = nil) throws {
-            try Data(bytes).write(to: URL(fileURLWithPath: "\(directory)/\(name).ccimg"))
+            try FixtureFiles.write(bytes, to: "\(directory)/\(name).ccimg")
             cases.append(DamagedCase(file: "\(name).ccimg", description: description, verify: verify, verifyDeep: deep ?? verify))
         }
         let fullPath = "\(goldenDirectory)/full.ccimg"
-        let full = Array(try Data(contentsOf: URL(fileURLWithPath: fullPath)))
+        let full = try FixtureFiles.read(fullPath)
         let reader = try ImageReader(path: fullPath)
         let process = Int(reader.sectionEntry(.process)!.offset)
         let frame0 = Int(reader.index.frameOffsets[0])
@@ -138,11 +142,11 @@ public enum FixtureSet {
         var c = full; c[16] |= 0x40; ImageSurgery.resealHeader(&c)
         try save("unknown-compatible-feature", c, "a compatible feature bit this reader does not know (must be ignored)", "ok")
         // Sections a reader does not know.
-        let tmp = "\(directory)/.tmp-\(getpid()).ccimg"
-        defer { unlink(tmp) }
+        let tmp = "\(directory)/.tmp-\(FixtureFiles.processID).ccimg"
+        defer { FixtureFiles.remove(tmp) }
         func written(_ body: (consuming ImageOutput) throws -> Void) throws -> [UInt8] {
             try body(try ImageOutput(path: tmp))
-            return Array(try Data(contentsOf: URL(fileURLWithPath: tmp)))
+            return try FixtureFiles.read(tmp)
         }
         try save("unknown-critical-section", try written { (output: consuming ImageOutput) in
             try SyntheticProcess().write(to: output, options: options(seed: 21), extraSections: [(unknownCriticalKind, true, [1, 2, 3])])
@@ -198,10 +202,10 @@ public enum FixtureSet {
         try save("trailing-bytes", full + [0, 1, 2, 3], "four bytes after the footer", "structural")
 
         // Chains: the good parent, a wrong digest, a missing parent, a cycle.
-        let chain1 = Array(try Data(contentsOf: URL(fileURLWithPath: "\(goldenDirectory)/chain-1.ccimg")))
+        let chain1 = try FixtureFiles.read("\(goldenDirectory)/chain-1.ccimg")
         try save("chain-parent", chain1, "a sound full image, parent of the chain cases", "ok")
         let chain2Path = "\(goldenDirectory)/chain-2.ccimg"
-        let chain2 = Array(try Data(contentsOf: URL(fileURLWithPath: chain2Path)))
+        let chain2 = try FixtureFiles.read(chain2Path)
         let link = try ImageReader(path: chain2Path).header.body.parent
         let digestAt = chain2.firstRange(of: Array(link.parentIndexDigest))!.lowerBound
         var wd = chain2; wd[digestAt] ^= 0x01; ImageSurgery.resealHeader(&wd)
@@ -228,7 +232,7 @@ public enum FixtureSet {
 
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(cases).write(to: URL(fileURLWithPath: "\(directory)/manifest.json"))
+        try FixtureFiles.write(Array(try encoder.encode(cases)), to: "\(directory)/manifest.json")
     }
 
     static func decompressFrame(_ compressed: [UInt8]) throws -> [UInt8] {

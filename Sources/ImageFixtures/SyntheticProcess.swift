@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 @_spi(Fixtures) import CheckpointImage
 
 /// A seeded generator (SplitMix64), so fixtures are the same bytes on every machine.

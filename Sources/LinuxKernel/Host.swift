@@ -18,4 +18,33 @@ package enum Host {
 
     /// The directory for temporary files: $TMPDIR, else /tmp.
     package static var temporaryDirectory: String { environment("TMPDIR") ?? "/tmp" }
+
+    /// This process's id, getpid(2).
+    package static var processID: Int32 { getpid() }
+
+    /// The time of day, clock_gettime(CLOCK_REALTIME), in nanoseconds since the Unix epoch.
+    package static func realtimeNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// Clock ticks per second of /proc's CPU times, sysconf(_SC_CLK_TCK).
+    package static var clockTicksPerSecond: Int { sysconf(Int32(_SC_CLK_TCK)) }
+
+    /// Seconds of CPU (user and system) this process and its waited-for children
+    /// used, getrusage(2) RUSAGE_SELF + RUSAGE_CHILDREN.
+    package static func processorSeconds() -> Double {
+        var total = 0.0
+        for who in [RUSAGE_SELF, RUSAGE_CHILDREN].map({ __rusage_who_t($0.rawValue) }) {
+            var usage = rusage()
+            getrusage(who, &usage)
+            total += Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+                + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        }
+        return total
+    }
+
+    /// Ends the process with `status`, exit(3).
+    package static func exit(_ status: Int32) -> Never { Glibc.exit(status) }
 }

@@ -4,8 +4,11 @@ import Glibc
 import Musl
 #endif
 
-/// A mutual-exclusion lock (pthread_mutex_t) for state shared with the
-/// compression and prefetch threads; FoundationEssentials has no NSLock.
+/// A mutual-exclusion lock (pthread_mutex_t) for state shared between threads.
+///
+/// Kept for the code that still uses it (capture's warm-up, parking gadgets, the
+/// syscall injector); new code uses `Synchronization.Mutex`, or ``ConditionMutex``
+/// where a thread must wait (spec/decisions/0017-threading-model.md).
 package final class Lock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
 
@@ -27,7 +30,8 @@ package final class Lock: @unchecked Sendable {
 }
 
 /// A lock with a condition variable (pthread_cond_t): `wait` releases the
-/// lock until another thread calls `broadcast`.
+/// lock until another thread calls `broadcast`. Kept for the restore's prefetcher;
+/// new code uses ``ConditionMutex``, which owns the state it guards (decision 0017).
 package final class Condition: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)

@@ -57,3 +57,30 @@ extension UnsafeMutableRawBufferPointer {
         _ = madvise(base, count, MADV_POPULATE_WRITE)
     }
 }
+
+/// Zero-filled memory from calloc(3), freed in `deinit`. Large blocks come
+/// straight from mmap, so until written they read from the kernel's shared zero
+/// page: nothing is faulted in for reading them.
+package struct ZeroedMemory: ~Copyable {
+    /// The `count` zero bytes.
+    package let base: UnsafeMutableRawPointer
+    package let count: Int
+
+    /// Allocates `bytes` zeros. Failing to is running out of memory: it traps.
+    package init(bytes: Int) {
+        guard let memory = calloc(1, max(1, bytes)) else { fatalError("calloc of \(bytes) bytes failed") }
+        base = memory
+        count = bytes
+    }
+
+    deinit { free(base) }
+}
+
+/// Byte comparisons of raw memory, with libc's vectorized memcmp(3).
+package enum RawMemory {
+    /// Whether the `count` bytes at `a` and `b` are equal (memcmp(3) == 0).
+    @inlinable
+    package static func equal(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int) -> Bool {
+        memcmp(a, b, count) == 0
+    }
+}

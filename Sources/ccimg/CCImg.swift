@@ -1,4 +1,3 @@
-import Glibc
 import ArgumentParser
 import CheckpointImage
 import LinuxKernel
@@ -51,7 +50,7 @@ func printOut(_ text: String) {
 func openChain(_ path: String, _ options: ChainOptions) throws -> ImageChain {
     if path == "-" {
         let spooled = try StandardInputSpool.spool(prefix: "ccimg-stdin")
-        defer { unlink(spooled) }
+        defer { try? FileSystem.unlink(spooled) }
         return try ImageChain.open(path: spooled, storeDirectories: options.store)
     }
     return try ImageChain.open(path: path, storeDirectories: options.store)

@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// State shared between threads that some of them must wait on: a mutex and a
+/// condition variable (pthread_mutex_t, pthread_cond_t) guarding `Value`.
+///
+/// `Synchronization.Mutex` is the lock of new code (spec/decisions/0017-threading-model.md),
+/// but it cannot wait: it has no condition variable, and waiting for another thread's
+/// change by spinning or sleeping on a Mutex would burn a core or add latency. So the few
+/// places that wait — the frame pool's compression workers and its writer, the restore's
+/// prefetcher — use this one type, whose value can only be reached with the lock held.
+package final class ConditionMutex<Value: ~Copyable>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var value: Value
+
+    /// A lock guarding `value`.
+    package init(_ value: consuming Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` on the value with the lock held (pthread_mutex_lock).
+    package func withLock<R: ~Copyable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+
+    /// Waits, lock released (pthread_cond_wait), until `ready` holds of the value;
+    /// then runs `body` on it with the lock held.
+    package func withLock<R: ~Copyable, E: Error>(when ready: (borrowing Value) -> Bool,
+                                                   _ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !ready(value) { pthread_cond_wait(condition, mutex) }
+        return try body(&value)
+    }
+
+    /// Wakes every waiting thread (pthread_cond_broadcast) to check its condition again;
+    /// call it after changing the value, with or without the lock.
+    package func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// Scheduling policy of the calling thread.
+package enum ThreadScheduling {
+    /// SCHED_BATCH (<linux/sched.h>); glibc defines it only for _GNU_SOURCE.
+    private static let schedBatch: Int32 = 3
+
+    /// Switches the calling thread to SCHED_BATCH (sched_setscheduler(2)): a fair share
+    /// of the CPU, but a batch thread woken does not preempt the thread that woke it.
+    /// Any thread may: it keeps its nice value and needs no privilege. Advice only.
+    package static func becomeBatch() {
+        var parameters = sched_param()
+        _ = sched_setscheduler(0, schedBatch, &parameters)
+    }
+}
