@@ -85,7 +85,7 @@ public enum Checkpointer {
     /// ms; a 64 MiB one-shot increment, 15.5 → 14.4 ms in ccpm.)
     private static func warmUp(pid: Int32) {
         ParkingGadgets.prepare(pid: pid)
-        _ = ThreadCapture.restartCodes[0]
+        _ = SyscallRestart(code: KernelErrno.restartSys)
         if let status = try? ProcFS.read("/proc/self/status") { _ = ProcFS.parseStatus(status) }
         if let stat = try? ProcFS.read("/proc/self/stat") { _ = ProcFS.parseStat(stat) }
         if let fdinfo = try? ProcFS.read("/proc/self/fdinfo/0") { _ = ProcFS.parseFdinfo(fdinfo) }
@@ -119,6 +119,18 @@ public enum Checkpointer {
     private static let warmingUpLock = Lock()
     private static func startWarmUp(pid: Int32) {
         warmingUpLock.withLock { if warmingUp == nil { warmingUp = JoinableThread { warmUp(pid: pid) } } }
+    }
+
+    /// This machine (§3.2 MachineFacts): uname(2), XCR0, CPU count.
+    static func machineFacts() -> Ccimg_V1_MachineFacts {
+        let names = Machine.names()
+        var m = Ccimg_V1_MachineFacts()
+        m.arch = names.machine
+        m.kernelRelease = names.release
+        m.hostname = names.nodename
+        m.xsaveFeatures = Machine.xsaveFeatures
+        m.cpuCount = UInt32(Host.onlineProcessors)
+        return m
     }
 
     /// Seizes every thread of `pid`, refusing a zombie and a thread that is not a process.
@@ -192,7 +204,7 @@ public enum Checkpointer {
         var writerOptions = options.writer
         writerOptions.uuid = ImageUUID.random()     // every image its own identity
         writerOptions.createdUnixNanoseconds = Int64(Date().timeIntervalSince1970 * 1_000_000_000)
-        writerOptions.machine = ProcessCapture.machineFacts()
+        writerOptions.machine = machineFacts()
         if writerOptions.producerName == "ccimg" { writerOptions.producerName = "ccpm" }
         writerOptions.pagesPerFrame = pagesPerFrame(pid: pid, incremental: parent != nil)
         let writer: ImageWriter
@@ -214,13 +226,11 @@ public enum Checkpointer {
         do {
             // Memory first, so that its frames are compressed on the other cores while the rest
             // of the state is read; the stacks are found from the threads' stack pointers.
-            var threads = Ccimg_V1_ThreadList()
+            let target = CaptureTarget(pid: pid, threads: traced.threads)
+            var records = CapturedRecords()
+            for kind in StateKinds.all { try kind.captureStopped(target, into: &records) }
             var stackPointers: [Int32: UInt64] = [:]
-            for thread in traced.threads {
-                let state = try ThreadCapture.capture(thread, pid: pid, readShared: thread.tid == pid)
-                threads.threads.append(state)
-                stackPointers[thread.tid] = state.generalRegisters.withUnsafeBytes { $0.load(fromByteOffset: 19 * 8, as: UInt64.self) }
-            }
+            for state in records.threads.threads { stackPointers[state.tid] = UserRegisters.stackPointer(of: state.generalRegisters) }
             phase("threads", since: start)
             var memory = MemoryCapture(pid: pid)
             let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
@@ -252,27 +262,25 @@ public enum Checkpointer {
             // so no compression starts meanwhile. A new tracker's userfaultfd is created
             // with the other injected calls.
             let newTracker = options.track && note == nil && existing == nil
-            let stopped = traced.threads
-            let injected = try writer.withCompressionPaused { () throws -> InjectedCapture.Result in
-                try InjectedCapture.capture(pid: pid, stopped: stopped, createUserfaultfd: newTracker)
+            let injected = try writer.withCompressionPaused { () throws(SystemCallError) -> InjectedSession.Outcome in
+                try InjectedSession.run(target, into: &records, createUserfaultfd: newTracker)
             }
-            warnings += injected.warnings
             traced.noteIntercepted(injected.interceptedSignals)
             phase("injected", since: start)
-            for index in threads.threads.indices {
-                let tid = threads.threads[index].tid
-                if let alt = injected.altStacks[tid] { threads.threads[index].altStack = alt }
-                threads.threads[index].tidAddress = injected.tidAddresses[tid] ?? 0
-            }
-            var process = try ProcessCapture.capture(pid: pid)
-            if let brk = injected.brk { process.mm.brk = brk }
+            for kind in StateKinds.all { try kind.captureAfterInjection(target, into: &records) }
             phase("process", since: start)
             var handles = HandleCapture(pid: pid, pidfd: pidfd)
             try handles.captureAll()
-            warnings += handles.warnings
-            handles.sync.intervalTimers = injected.intervalTimers
-            handles.sync.posixTimers = injected.posixTimers
+            records.warnings += handles.warnings
+            var sync = handles.sync
+            sync.intervalTimers = records.sync.intervalTimers
+            sync.posixTimers = records.sync.posixTimers
+            records.sync = sync
+            records.handles = handles.handles
+            records.sockets = handles.sockets
+            records.console = handles.console()
             phase("handles", since: start)
+            warnings += records.warnings
 
             // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
             var newNote: DirtyTracking.Note? = nil
@@ -301,17 +309,7 @@ public enum Checkpointer {
                 phase("thawed", since: start)
             }
             // The sections follow the frames (any order is valid, §2).
-            try writer.addSection(.process, process)
-            try writer.addSection(.threads, threads)
-            try writer.addSection(.syncObjects, handles.sync)
-            var handleTable = Ccimg_V1_HandleTable()
-            handleTable.handles = handles.handles
-            try writer.addSection(.handles, handleTable)
-            var sockets = Ccimg_V1_SocketTable()
-            sockets.sockets = handles.sockets
-            try writer.addSection(.sockets, sockets)
-            try writer.addSection(.signals, injected.signals)
-            if let console = handles.console() { try writer.addSection(.console, console) }
+            for section in CapturedRecords.sections { try section.write(records, writer) }
             var metadata = Ccimg_V1_Metadata()
             metadata.entries = [("tracking-mode", mode),
                                 ("captured-by", "ccpm checkpoint")].map { key, value in
@@ -354,6 +352,12 @@ public enum Checkpointer {
                                      trackingMode: mode, leftRunning: keep, warnings: warnings)
         } catch let error as CaptureError {
             throw error
+        } catch let error as StateFailure {
+            switch error {
+            case .system(let e): throw CaptureError.from(e, pid: pid, doing: "read the process state")
+            case .image(let e): throw CaptureError.from(e, pid: pid)
+            case .state(let e): throw CaptureError(.unsupported, e.message, pid: pid)
+            }
         } catch let error as SystemCallError {
             throw CaptureError.from(error, pid: pid, doing: "read the process state")
         } catch let error as ImageError {

@@ -13,11 +13,20 @@ struct ProcessBuilder {
     let image: RestoreImage
     /// The process as traced here.
     let pid: Int32
-    var remote: RemoteCalls
+    /// What the kinds of state restore into: the remote calls, the traced TIDs, the warnings.
+    var context: RestoreContext
+    /// System calls into the process (the context's).
+    var remote: RemoteCalls {
+        get { context.remote }
+        _modify { yield &context.remote }
+    }
     /// Image TID → traced TID.
-    var traced: [Int32: Int32]
+    var traced: [Int32: Int32] {
+        get { context.traced }
+        _modify { yield &context.traced }
+    }
     private(set) var pagesWritten: UInt64 = 0
-    private(set) var warnings: [String] = []
+    var warnings: [String] { context.warnings }
     /// What the builder is doing, for the error message.
     private var step = "prepare the address space"
 
@@ -37,21 +46,21 @@ struct ProcessBuilder {
         self.image = image
         self.pid = pid
         self.vdsoProxy = vdsoProxy
-        traced = [image.process.pid: pid]
         guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
             throw RestoreError(.kernel, "the new process has no vdso to run system calls through")
         }
-        remote = RemoteCalls(pid: pid, syscallAddress: address)
+        context = RestoreContext(pid: pid, remote: RemoteCalls(pid: pid, syscallAddress: address), process: image.process,
+                                 threads: image.threads, signals: image.signals, sync: image.sync)
     }
 
-    mutating func warn(_ text: String) { warnings.append(text) }
+    mutating func warn(_ text: String) { context.warn(text) }
 
     /// File descriptors and the objects behind them (``DescriptorRestore``).
     mutating func restoreHandles() throws {
         var descriptors = DescriptorRestore(handles: image.handles, sync: image.sync, remote: remote)
         defer {
             remote = descriptors.remote
-            warnings += descriptors.warnings
+            context.warnings += descriptors.warnings
         }
         try descriptors.restore()
     }
@@ -84,6 +93,12 @@ struct ProcessBuilder {
             try resume()
         } catch let error as RestoreError {
             throw error
+        } catch let error as StateFailure {
+            switch error {
+            case .system(let e): throw RestoreError.from(e, doing: step)
+            case .image(let e): throw RestoreError(e)
+            case .state(let e): throw RestoreError(e)
+            }
         } catch let error as ImageError {
             throw RestoreError(error)
         } catch let error as StateError {

@@ -159,14 +159,7 @@ package struct SyscallInjector {
         let frame = given ?? SyscallInjector.stackFrame(below: regs.rsp, bytes: frameBytes)
         // Resuming from the frame must do what resuming from the stop would: re-enter an
         // interrupted system call (the kernel's restart, which rt_sigreturn does not do).
-        var resume = regs
-        if Int64(bitPattern: regs.orig_rax) >= 0 {
-            switch Int64(bitPattern: regs.rax) {
-            case -512, -513, -514: resume.rax = regs.orig_rax; resume.rip -= 2          // ERESTARTSYS, NOINTR, NOHAND
-            case -516: resume.rax = UInt64(X86Syscall.restartSyscall); resume.rip -= 2  // ERESTART_RESTARTBLOCK
-            default: break
-            }
-        }
+        let resume = SyscallRestart.resumeRegisters(regs)
         var bytes = [UInt8](repeating: 0, count: frameBytes)
         func put(_ value: UInt64, at offset: Int) {
             for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
@@ -333,7 +326,7 @@ package struct SyscallInjector {
     /// would leave the thread with the call's registers.
     package mutating func withParking<R>(threads: [TracedProcess.StoppedThread], maps: [ProcFS.MapsEntry],
                                  _ body: (inout SyscallInjector, _ data: UInt64,
-                                          _ parkOther: (inout SyscallInjector, Int) throws(SystemCallError) -> Void) throws -> R) throws -> R {
+                                          _ parkOther: (inout SyscallInjector, Int) throws(SystemCallError) -> Void) throws(SystemCallError) -> R) throws(SystemCallError) -> R {
         if SyscallInjector.parkOnStacks, let gadgets = ParkingGadgets.find(pid: pid, maps: maps),
            try SyscallInjector.stacksHaveRoom(threads, maps: maps, first: tid) {
             try park(gadgets: gadgets, frame: nil, reserve: SyscallInjector.dataBytes)
