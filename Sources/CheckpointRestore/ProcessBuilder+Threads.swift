@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import LinuxKernel
 import ProcessState
 import CheckpointImage
@@ -31,31 +27,33 @@ extension ProcessBuilder {
         for kind in StateKinds.all { try kind.restoreThreads(into: &context) }
     }
 
-    /// Unmaps the scratch area, sets every thread's
-    /// registers, XSAVE state and signal mask, and detaches. A thread inside an
-    /// interrupted system call goes back into it, as the paper re-runs the wait.
-    mutating func resume() throws {
-        try remote.unmapScratch()
+    /// Unmaps the scratch area, sets every thread's registers, XSAVE state and signal
+    /// mask, and detaches. A thread inside an interrupted system call goes back into it,
+    /// as the paper re-runs the wait.
+    mutating func resume() throws(StepFailure) {
+        try systemCalls { () throws(SystemCallError) in try remote.unmapScratch() }
         for thread in image.threads {
             let tid = traced[thread.tid]!
-            let regs = try ThreadStateKind.resumeRegisters(of: thread)
-            try Ptrace.setRegisters(tid, regs)
-            let (xsave, droppedPKRU) = try image.xsaveArea(of: thread)
-            if droppedPKRU {
+            let regs: UserRegisters
+            do throws(StateFailure) { regs = try ThreadStateKind.resumeRegisters(of: thread) } catch { throw StepFailure(error) }
+            try systemCalls { () throws(SystemCallError) in try Ptrace.setRegisters(tid, regs) }
+            let fitted: (area: Data, dropped: Bool)
+            do throws(RestoreError) { fitted = try image.xsaveArea(of: thread) } catch { throw .failed(error) }
+            if fitted.dropped {
                 warn("thread \(thread.tid): its protection-key register held Linux's default, and this CPU has no protection keys; it is left out")
             }
-            if !xsave.isEmpty {
-                try kernelCall("ptrace(PTRACE_SETREGSET, NT_X86_XSTATE)",
-                               xsave.withUnsafeBytes { cc_ptrace_setregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
+            try systemCalls { () throws(SystemCallError) in
+                if !fitted.area.isEmpty { try Ptrace.setXstate(tid, Array(fitted.area)) }
+                try Ptrace.setSignalMask(tid, thread.signalMask)
             }
-            try kernelCall("ptrace(PTRACE_SETSIGMASK)", cc_ptrace_setsigmask(tid, thread.signalMask))
         }
         // Let go: other threads first; the main thread last, with SIGSTOP when the process was stopped.
-        for thread in image.threads.dropFirst() {
-            try kernelCall("ptrace(PTRACE_DETACH)", cc_ptrace_detach(traced[thread.tid]!, 0))
-        }
         let stopped = image.threads.first?.state == .stopped
-        try kernelCall("ptrace(PTRACE_DETACH)", cc_ptrace_detach(pid, stopped ? SIGSTOP : 0))
+        let others = image.threads.dropFirst().map { traced[$0.tid]! }
+        let pid = pid
+        try systemCalls { () throws(SystemCallError) in
+            for tid in others { try Ptrace.detach(tid) }
+            try Ptrace.detach(pid, signal: stopped ? Signal.stop : 0)
+        }
     }
-
 }

@@ -47,7 +47,7 @@ public struct RestoredProcess: ~Copyable {
             let errno = Int32(-spawned)
             if errno == EEXIST {
                 throw RestoreError(.kernel, "pid \(imagePID) is taken on this machine; restore with --pidns",
-                                   cause: SystemCallError("clone3(set_tid)", errno: errno).description)
+                                   cause: .system(SystemCallError("clone3(set_tid)", errno: errno)))
             }
             throw RestoreError.from(SystemCallError("clone3", errno: errno), doing: "create the process")
         }
