@@ -133,60 +133,26 @@ package struct SyscallInjector {
     /// free below the frame (see ``parkedFrame``), and put back with it.
     package mutating func park(gadgets: ParkingGadgets, frame given: UInt64?, reserve: Int = 0) throws(SystemCallError) {
         precondition(parking == nil && (given ?? 0) % 64 == 0)
-        var regs = user_regs_struct()
-        try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &regs))
-        var mask: UInt64 = 0
-        try kernelCall("ptrace(PTRACE_GETSIGMASK)", cc_ptrace_getsigmask(tid, &mask))
-        var xstate = [UInt8](repeating: 0, count: 4096)
-        let n = try kernelCall("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE)",
-                               xstate.withUnsafeMutableBytes { cc_ptrace_getregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
-        guard n >= 512 else { throw SystemCallError("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE): short", errno: EIO) }
+        let regs = try Ptrace.registers(tid)
+        let mask = try Ptrace.signalMask(tid)
+        let xstate = try Ptrace.xstate(tid, capacity: 4096)
+        guard xstate.count >= XSaveHeader.legacySize else { throw SystemCallError("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE): short", errno: EIO) }
         // The thread's whole XSAVE state goes in the frame, as the kernel writes it into a
         // signal frame: ptrace gives it in the same (standard) format, with the same
         // software-reserved bytes at 464 (FP_XSTATE_MAGIC1, extended size, features, XSAVE
         // size); the frame adds FP_XSTATE_MAGIC2 after it (uapi sigcontext.h). rt_sigreturn
         // then restores AVX and AVX-512 registers too, which a thread may be using wherever it
         // was stopped (a frame of FXSAVE only lost their upper halves: a libc routine stopped
-        // midway went on with wrong data). If the state does not fit or does not look like
-        // that, only the FXSAVE part goes in, its software-reserved bytes zeroed.
-        let fpstate = 448            // 64-byte aligned, after ucontext (304 bytes) and siginfo (128)
-        func word32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(xstate[at + $1]) << (8 * UInt32($1)) } }
-        let xstateSize = Int(word32(480))
-        let wholeState = word32(464) == 0x4650_5853 && xstateSize >= 576 && xstateSize <= n && Int(word32(468)) == xstateSize + 4
-            && fpstate + xstateSize + 4 <= SyscallInjector.parkingFrameBytes
+        // midway went on with wrong data; decision 0014). If the state does not fit or does
+        // not look like that, only the FXSAVE part goes in, its software-reserved bytes zeroed.
+        let fp = SignalFrame.fpState(of: xstate, capacity: SyscallInjector.parkingFrameBytes)
         // On the stack, only as many bytes as the frame needs.
-        let frameBytes = given != nil ? SyscallInjector.parkingFrameBytes : (fpstate + (wholeState ? xstateSize + 4 : 512) + 63) & ~63
+        let frameBytes = given != nil ? SyscallInjector.parkingFrameBytes : SignalFrame.size(for: fp)
         let frame = given ?? SyscallInjector.stackFrame(below: regs.rsp, bytes: frameBytes)
         // Resuming from the frame must do what resuming from the stop would: re-enter an
         // interrupted system call (the kernel's restart, which rt_sigreturn does not do).
-        let resume = SyscallRestart.resumeRegisters(regs)
-        var bytes = [UInt8](repeating: 0, count: frameBytes)
-        func put(_ value: UInt64, at offset: Int) {
-            for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
-        }
-        put(gadgets.restorer, at: 0) // where the gadget's `ret` goes: rt_sigreturn, with rsp at frame + 8
-        let uc = 8                   // after the return address
-        put(0, at: uc)               // uc_flags
-        put(0, at: uc + 8)           // uc_link
-        put(0, at: uc + 16)          // uc_stack.ss_sp
-        put(3, at: uc + 24)          // uc_stack.ss_flags: invalid, so the alternate stack is left as it is
-        put(0, at: uc + 32)          // uc_stack.ss_size
-        let sc = uc + 40             // struct sigcontext
-        for (i, value) in [resume.r8, resume.r9, resume.r10, resume.r11, resume.r12, resume.r13, resume.r14, resume.r15,
-                           resume.rdi, resume.rsi, resume.rbp, resume.rbx, resume.rdx, resume.rax, resume.rcx, resume.rsp,
-                           resume.rip, resume.eflags].enumerated() {
-            put(value, at: sc + 8 * i)
-        }
-        put(resume.cs | (resume.ss << 48), at: sc + 144)    // cs, gs, fs, ss (16 bits each)
-        put(frame + UInt64(fpstate), at: sc + 184)
-        put(mask, at: uc + 296)      // uc_sigmask
-        if wholeState {
-            bytes.replaceSubrange(fpstate..<(fpstate + xstateSize), with: xstate[0..<xstateSize])
-            for (i, b) in [UInt8(0x45), 0x58, 0x50, 0x46].enumerated() { bytes[fpstate + xstateSize + i] = b }  // FP_XSTATE_MAGIC2
-        } else {
-            bytes.replaceSubrange(fpstate..<(fpstate + 512), with: xstate[0..<512])
-            for i in (fpstate + 464)..<(fpstate + 512) { bytes[i] = 0 }
-        }
+        let bytes = SignalFrame.encode(registers: SyscallRestart.resumeRegisters(regs), mask: mask, xstate: xstate, fp: fp,
+                                       restorer: gadgets.restorer, address: frame, bytes: frameBytes)
         let covered = given == nil ? (frame - UInt64(reserve), try read(reserve + bytes.count, at: frame - UInt64(reserve))) : nil
         try writeForced(bytes, at: frame)
         parking = (regs, gadgets, frame, covered)

@@ -36,6 +36,8 @@ package struct CapturedRecords: Sendable {
     package var handles: [Ccimg_V1_Handle] = []
     package var sockets: [Ccimg_V1_Socket] = []
     package var console: Ccimg_V1_Console? = nil
+    /// §5.3 metadata: key and value of each entry, in order.
+    package var metadata: [(key: String, value: String)] = []
     /// What was captured only in part, for the summary.
     package var warnings: [String] = []
 
@@ -73,6 +75,16 @@ extension CapturedRecords {
         SectionProducer(kind: .signals) { records, writer throws(ImageError) in try writer.addSection(.signals, records.signals) },
         SectionProducer(kind: .console) { records, writer throws(ImageError) in
             if let console = records.console { try writer.addSection(.console, console) }
+        },
+        SectionProducer(kind: .metadata) { records, writer throws(ImageError) in
+            var metadata = Ccimg_V1_Metadata()
+            metadata.entries = records.metadata.map { key, value in
+                var e = Ccimg_V1_MetadataEntry()
+                e.key = key
+                e.value = value
+                return e
+            }
+            try writer.addSection(.metadata, metadata)
         },
     ]
 }

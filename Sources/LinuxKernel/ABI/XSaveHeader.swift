@@ -11,7 +11,7 @@ package struct XSaveHeader: Equatable, Sendable {
     /// `FP_XSTATE_MAGIC1`, at the start of the software-reserved bytes.
     package static let magic1: UInt32 = 0x4650_5853
     /// `FP_XSTATE_MAGIC2`, the 4 bytes right after the XSAVE area in a signal frame.
-    package static let magic2: UInt32 = 0x4658_5045
+    package static let magic2: UInt32 = 0x4650_5845
 
     /// XSTATE_BV: which state components the area holds.
     package var xstateBV: UInt64
