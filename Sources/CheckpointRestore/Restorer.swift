@@ -201,13 +201,10 @@ extension Restorer {
     /// Waits until the restored process ends (it is ccpm's child, or its namespace's
     /// init is) and returns its exit status, or 128 + the signal that ended it.
     public static func waitForExit(_ summary: RestoreSummary) -> Int32 {
-        var status: Int32 = 0
         while true {
-            let r = cc_waitpid(summary.child, &status, 0)
-            if r == -Int(EINTR) { continue }
-            if r < 0 { return 0 }
-            if cc_wifexited(status) != 0 { return cc_wexitstatus(status) }
-            if cc_wifsignaled(status) != 0 { return 128 + cc_wtermsig(status) }
+            guard let (_, status) = try? Wait.next(summary.child) else { return 0 }
+            if status.exited { return status.exitCode }
+            if status.signaled { return 128 + status.terminatingSignal }
         }
     }
 }

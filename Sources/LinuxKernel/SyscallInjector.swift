@@ -73,7 +73,7 @@ package struct SyscallInjector {
         while true {
             try kernelCall("ptrace(PTRACE_SINGLESTEP)", cc_ptrace_singlestep(tid, 0))
             let status = try waitForStop()
-            let event = cc_wptrace_event(status)
+            let event = status.ptraceEvent
             if event != 0 {
                 // An event stop inside the call (a thread the call created): note it, step on.
                 if event == cc_PTRACE_EVENT_CLONE {
@@ -84,8 +84,8 @@ package struct SyscallInjector {
                 continue
             }
             try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &result))
-            if cc_wstopsig(status) == SIGTRAP && result.rip == syscallAddress + 2 { break }
-            if cc_wstopsig(status) != SIGTRAP { interceptedSignals.append(cc_wstopsig(status)) }
+            if status.stopSignal == SIGTRAP && result.rip == syscallAddress + 2 { break }
+            if status.stopSignal != SIGTRAP { interceptedSignals.append(status.stopSignal) }
             if result.rip != syscallAddress { break }
         }
         return Int64(bitPattern: result.rax)
@@ -101,12 +101,9 @@ package struct SyscallInjector {
     }
 
     /// The next stop of the thread (waitpid); its exit is an error.
-    private func waitForStop() throws(SystemCallError) -> Int32 {
-        var status: Int32 = 0
-        var r = cc_waitpid(tid, &status, 0)
-        while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
-        try kernelCall("waitpid(\(tid))", r)
-        guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+    private func waitForStop() throws(SystemCallError) -> WaitStatus {
+        let status = try Wait.next(tid).status
+        guard status.stopped else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
         return status
     }
 
@@ -195,10 +192,10 @@ package struct SyscallInjector {
         while syscallStops < 2 {
             try kernelCall("ptrace(PTRACE_SYSCALL)", cc_ptrace_syscall(tid, 0))
             let status = try waitForStop()
-            let signal = cc_wstopsig(status)
+            let signal = status.stopSignal
             if signal == SIGTRAP | 0x80 {
                 syscallStops += 1
-            } else if cc_wptrace_event(status) == 0 && signal != SIGTRAP {
+            } else if status.ptraceEvent == 0 && signal != SIGTRAP {
                 interceptedSignals.append(signal)    // kept for the detach, not delivered now
             }
         }
@@ -247,14 +244,11 @@ package struct SyscallInjector {
     package static func waitForInterruptStop(_ tid: Int32) throws(SystemCallError) -> [Int32] {
         var signals: [Int32] = []
         while true {
-            var status: Int32 = 0
-            let r = cc_waitpid(tid, &status, 0)
-            if r == -Int(EINTR) { continue }
-            try kernelCall("waitpid(\(tid))", r)
-            guard cc_wifstopped(status) != 0 else { throw SystemCallError("waitpid(\(tid)): thread exited", errno: ESRCH) }
-            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP { return signals }
+            let status = try Wait.next(tid).status
+            guard status.stopped else { throw SystemCallError("waitpid(\(tid)): thread exited", errno: ESRCH) }
+            if status.ptraceEvent == cc_PTRACE_EVENT_STOP { return signals }
             // A signal arrived first: keep it, resume and wait for the stop.
-            signals.append(cc_wstopsig(status))
+            signals.append(status.stopSignal)
             try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         }
     }

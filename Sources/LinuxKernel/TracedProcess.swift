@@ -76,16 +76,13 @@ public struct TracedProcess: ~Copyable {
     /// Waits until `thread` is in a ptrace stop, noting group-stop and intercepted signals.
     private static func waitForStop(_ thread: inout StoppedThread) throws(SystemCallError) {
         while true {
-            var status: Int32 = 0
-            let r = cc_waitpid(thread.tid, &status, 0)
-            if r == -Int(EINTR) { continue }
-            try kernelCall("waitpid(\(thread.tid))", r)
-            if cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0 {
+            let status = try Wait.next(thread.tid).status
+            if status.ended {
                 throw SystemCallError("waitpid(\(thread.tid)): thread exited", errno: ESRCH)
             }
-            guard cc_wifstopped(status) != 0 else { continue }
-            let signal = cc_wstopsig(status)
-            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP {
+            guard status.stopped else { continue }
+            let signal = status.stopSignal
+            if status.ptraceEvent == cc_PTRACE_EVENT_STOP {
                 // PTRACE_EVENT_STOP: SIGTRAP for our interrupt; a stop signal means group-stop.
                 if [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) { thread.groupStopped = true }
                 return
@@ -124,11 +121,10 @@ public struct TracedProcess: ~Copyable {
         let order = threads.filter { $0.tid != pid } + threads.filter { $0.tid == pid }
         let deadline = MonotonicClock.now() + 5_000_000_000
         for thread in order {
-            var status: Int32 = 0
             while MonotonicClock.now() < deadline {
-                let r = cc_waitpid(thread.tid, &status, cc_WNOHANG)
-                if r == -Int(EINTR) { continue }
-                if r < 0 || (r > 0 && (cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0)) { break }
+                let status: WaitStatus?
+                do { status = try Wait.poll(thread.tid) } catch { break }   // nothing (more) to wait for
+                if status?.ended == true { break }
                 usleep(1000)
             }
         }
