@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 import ProcessState
@@ -93,9 +89,8 @@ public enum Checkpointer {
     /// protobuf encoding of repeated records, for dictionaries keyed by page states), the
     /// tables and parsers of /proc files, the parking gadgets in the target's C library
     /// file — while the capture's own thread opens the parent chain and seizes the
-    /// process. Of the target, it reads only /proc/PID/maps. (Small process, 30-40
-    /// alternating rounds: freeze median 4.4 → 3.6-3.95 ms, total 11.45-12.45 → 11.0-11.15
-    /// ms; a 64 MiB one-shot increment, 15.5 → 14.4 ms in ccpm.)
+    /// process. Of the target, it reads only /proc/PID/maps. It shortens the freeze and the
+    /// whole capture (measured: spec/decisions/0019-kinds-and-steps.md, "Figures").
     private static func warmUp(pid: Int32) {
         ParkingGadgets.prepare(pid: pid)
         _ = SyscallRestart(code: KernelErrno.restartSys)

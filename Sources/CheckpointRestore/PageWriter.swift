@@ -1,8 +1,4 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import LinuxKernel
 import CheckpointImage
 

@@ -17,4 +17,7 @@ package enum Machine {
 
     /// XCR0 (xgetbv(0)): the XSAVE features the kernel enabled on this CPU.
     package static var xsaveFeatures: UInt64 { cc_xgetbv0() }
+
+    /// Bytes of the XSAVE area for the features enabled (CPUID leaf 0xD, EBX).
+    package static var xsaveSize: Int { Int(cc_xsave_size()) }
 }

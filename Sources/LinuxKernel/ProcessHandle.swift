@@ -23,6 +23,9 @@ package struct ProcessHandle: ~Copyable {
         Glibc.kill(pid, 0) == 0 ? nil : Errno(rawValue: Glibc.errno)
     }
 
+    /// Whether /proc/`pid` exists here (access(2)): the PID is taken by a process or thread.
+    package static func pidInUse(_ pid: Int32) -> Bool { access("/proc/\(pid)", F_OK) == 0 }
+
     /// getpid(2): this process.
     package static var ownPID: Int32 { getpid() }
 

@@ -184,7 +184,7 @@ package struct RestoreContext {
 /// Restore stages: ``restoreProcessWide(into:)`` (the step "restore signal dispositions,
 /// timers, cwd, umask and rlimits") and ``restoreThreads(into:)`` (the step "restore the
 /// threads' state").
-package protocol StateKind {
+package protocol StateKind: Sendable {
     /// What the kind is, for documentation and messages ("signal dispositions").
     static var name: String { get }
     /// The image sections its records go into.
