@@ -70,6 +70,7 @@ public struct RestoredProcess: ~Copyable {
         do throws(SystemCallError) {
             try Self.waitUntilStopped(task)
             try kernelCall("ptrace(PTRACE_SEIZE)", cc_ptrace_seize(task, cc_PTRACE_O_TRACEEXEC | cc_PTRACE_O_TRACECLONE | cc_PTRACE_O_EXITKILL))
+            Tracer.adopt(task)
             try libcCall("kill(SIGCONT)", Int(Glibc.kill(task, SIGCONT)))
             while true {
                 let s = try Wait.next(task).status

@@ -34,6 +34,7 @@ extension user_regs_struct {
 package enum Ptrace {
     /// PTRACE_GETREGS.
     package static func registers(_ tid: Int32) throws(SystemCallError) -> UserRegisters {
+        Tracer.check(tid, "ptrace(PTRACE_GETREGS)")
         var regs = UserRegisters()
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &regs))
         return regs
@@ -41,12 +42,14 @@ package enum Ptrace {
 
     /// PTRACE_SETREGS.
     package static func setRegisters(_ tid: Int32, _ regs: UserRegisters) throws(SystemCallError) {
+        Tracer.check(tid, "ptrace(PTRACE_SETREGS)")
         var regs = regs
         try kernelCall("ptrace(PTRACE_SETREGS)", cc_ptrace_setregs(tid, &regs))
     }
 
     /// PTRACE_GETREGSET NT_X86_XSTATE: the XSAVE area, in its standard format.
     package static func xstate(_ tid: Int32, capacity: Int = 16384) throws(SystemCallError) -> [UInt8] {
+        Tracer.check(tid, "ptrace(PTRACE_GETREGSET)")
         var xsave = [UInt8](repeating: 0, count: capacity)
         let n = try kernelCall("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE)",
                                xsave.withUnsafeMutableBytes { cc_ptrace_getregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
@@ -56,12 +59,14 @@ package enum Ptrace {
 
     /// PTRACE_SETREGSET NT_X86_XSTATE.
     package static func setXstate(_ tid: Int32, _ area: [UInt8]) throws(SystemCallError) {
+        Tracer.check(tid, "ptrace(PTRACE_SETREGSET)")
         try kernelCall("ptrace(PTRACE_SETREGSET, NT_X86_XSTATE)",
                        area.withUnsafeBytes { cc_ptrace_setregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
     }
 
     /// PTRACE_GETSIGMASK.
     package static func signalMask(_ tid: Int32) throws(SystemCallError) -> UInt64 {
+        Tracer.check(tid, "ptrace(PTRACE_GETSIGMASK)")
         var mask: UInt64 = 0
         try kernelCall("ptrace(PTRACE_GETSIGMASK)", cc_ptrace_getsigmask(tid, &mask))
         return mask
@@ -69,6 +74,7 @@ package enum Ptrace {
 
     /// PTRACE_SETSIGMASK.
     package static func setSignalMask(_ tid: Int32, _ mask: UInt64) throws(SystemCallError) {
+        Tracer.check(tid, "ptrace(PTRACE_SETSIGMASK)")
         try kernelCall("ptrace(PTRACE_SETSIGMASK)", cc_ptrace_setsigmask(tid, mask))
     }
 
@@ -83,6 +89,7 @@ package enum Ptrace {
     /// PTRACE_PEEKSIGINFO, 32 at a time, up to 4096: the thread's own queue, or with
     /// `shared` the process's.
     package static func pendingSignals(_ tid: Int32, shared: Bool) throws(SystemCallError) -> [PendingSignal] {
+        Tracer.check(tid, "ptrace(PTRACE_PEEKSIGINFO)")
         var result: [PendingSignal] = []
         var infos = [siginfo_t](repeating: siginfo_t(), count: 32)
         while result.count < 4096 {
@@ -105,6 +112,8 @@ package enum Ptrace {
 
     /// PTRACE_DETACH, delivering `signal` (0: none).
     package static func detach(_ tid: Int32, signal: Int32 = 0) throws(SystemCallError) {
+        Tracer.check(tid, "ptrace(PTRACE_DETACH)")
         try kernelCall("ptrace(PTRACE_DETACH)", cc_ptrace_detach(tid, signal))
+        Tracer.release(tid)
     }
 }

@@ -62,6 +62,7 @@ package struct SyscallInjector {
     /// Runs `number(args)` in the thread and returns rax (negative errno on failure).
     package mutating func call(_ number: Int, _ args: [UInt64] = []) throws(SystemCallError) -> Int64 {
         precondition(args.count <= 6)
+        Tracer.check(tid, "injected system call")
         if parking != nil { return try parkedCall(number, args) }
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &saved))
         var regs = saved
@@ -169,6 +170,7 @@ package struct SyscallInjector {
     /// restarts the system call it was interrupted in — even if ccpm dies right there.
     package mutating func unpark() throws(SystemCallError) {
         guard let park = parking else { return }
+        Tracer.check(tid, "unpark")
         parking = nil
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
         var regs = park.original
@@ -234,6 +236,7 @@ package struct SyscallInjector {
     /// instead (``unpark()``).
     package mutating func finish() throws(SystemCallError) {
         if parking != nil { return try unpark() }
+        Tracer.check(tid, "ptrace(PTRACE_INTERRUPT)")
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
         try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         interceptedSignals += try SyscallInjector.waitForInterruptStop(tid)
@@ -242,6 +245,7 @@ package struct SyscallInjector {
     /// Waits until `tid` is in a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT, or a new
     /// thread's first stop); signals that stop it first are returned, not delivered.
     package static func waitForInterruptStop(_ tid: Int32) throws(SystemCallError) -> [Int32] {
+        Tracer.check(tid, "waitpid of a traced task")
         var signals: [Int32] = []
         while true {
             let status = try Wait.next(tid).status

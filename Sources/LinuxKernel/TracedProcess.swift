@@ -48,6 +48,7 @@ public struct TracedProcess: ~Copyable {
                     let r = cc_ptrace_seize(tid, cc_PTRACE_O_TRACESYSGOOD)
                     if r == -Int(ESRCH) && tid != pid { continue }  // the thread exited
                     try kernelCall("ptrace(PTRACE_SEIZE)", r)
+                    Tracer.adopt(tid)
                     seized.insert(tid)
                     threads.append(StoppedThread(tid: tid, groupStopped: false, interceptedSignal: 0, procState: procState))
                     try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
@@ -109,7 +110,9 @@ public struct TracedProcess: ~Copyable {
 
     private func detachAll() {
         for thread in threads {
+            Tracer.check(thread.tid, "ptrace(PTRACE_DETACH)")
             _ = cc_ptrace_detach(thread.tid, thread.interceptedSignal)
+            Tracer.release(thread.tid)
         }
     }
 
@@ -119,6 +122,7 @@ public struct TracedProcess: ~Copyable {
     public consuming func kill() {
         _ = Glibc.kill(pid, SIGKILL)
         let order = threads.filter { $0.tid != pid } + threads.filter { $0.tid == pid }
+        defer { for thread in order { Tracer.release(thread.tid) } }
         let deadline = MonotonicClock.now() + 5_000_000_000
         for thread in order {
             while MonotonicClock.now() < deadline {

@@ -201,6 +201,7 @@ package enum ThreadStateKind: StateKind {
             throw .state(StateError(.kernel, "thread \(thread.tid) was created but not reported to the tracer"))
         }
         // Its first stop; all signals are blocked in the process until its registers are set.
+        Tracer.adopt(created)
         do throws(SystemCallError) { _ = try SyscallInjector.waitForInterruptStop(created) } catch { throw .system(error) }
         context.traced[thread.tid] = created
         return created
