@@ -1,8 +1,6 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
+import ProcessState
 
 /// Why a checkpoint failed. Each code has its own `ccpm` exit status; every
 /// failure leaves the target running as it was (issue #3, "never harm the target").
@@ -34,12 +32,36 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    public var code: Code
-    public var message: String
-    public var pid: Int32?
-    public var cause: String?
+    /// What lies behind a failure, as a typed value.
+    public enum Cause: Sendable, CustomStringConvertible {
+        /// A system call failed.
+        case system(SystemCallError)
+        /// The image (or its parent) could not be written or read.
+        case image(ImageError)
+        /// The state cannot be captured.
+        case state(StateError)
 
-    public init(_ code: Code, _ message: String, pid: Int32? = nil, cause: String? = nil) {
+        /// The cause's own description.
+        public var description: String {
+            switch self {
+            case .system(let e): e.description
+            case .image(let e): e.description
+            case .state(let e): e.description
+            }
+        }
+    }
+
+    /// The class of failure; each has its own exit status.
+    public var code: Code
+    /// What failed, in one line.
+    public var message: String
+    /// The process, when the failure concerns one.
+    public var pid: Int32?
+    /// The system call or image error behind it, when there is one.
+    public var cause: Cause?
+
+    /// A failure of class `code`.
+    public init(_ code: Code, _ message: String, pid: Int32? = nil, cause: Cause? = nil) {
         self.code = code
         self.message = message
         self.pid = pid
@@ -56,15 +78,15 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
     /// Classifies a failed system call on process `pid`.
     static func from(_ error: SystemCallError, pid: Int32, doing what: String) -> CaptureError {
         switch error.errno {
-        case .noSuchProcess, .noSuchFileOrDirectory: CaptureError(.noSuchProcess, "no such process (it may have exited)", pid: pid, cause: error.description)
+        case .noSuchProcess, .noSuchFileOrDirectory: CaptureError(.noSuchProcess, "no such process (it may have exited)", pid: pid, cause: .system(error))
         case .notPermitted, .permissionDenied: CaptureError(.permissionDenied, "not permitted to \(what); run as root or as the process's owner with ptrace allowed",
-                                         pid: pid, cause: error.description)
-        default: CaptureError(.kernel, "cannot \(what)", pid: pid, cause: error.description)
+                                         pid: pid, cause: .system(error))
+        default: CaptureError(.kernel, "cannot \(what)", pid: pid, cause: .system(error))
         }
     }
 
     /// Classifies an image error raised while writing.
     static func from(_ error: ImageError, pid: Int32) -> CaptureError {
-        CaptureError(.output, "cannot write the image", pid: pid, cause: error.description)
+        CaptureError(.output, "cannot write the image", pid: pid, cause: .image(error))
     }
 }

@@ -91,7 +91,7 @@ enum DirtyTracking {
             }.joined()
             let text = "uffd-fd \(uffdDescriptor)\nuffd-inode \(uffdInode)\nimage \(imageUUID)\n" + chain
             // Written in place, whole in one pwrite, then cut to length: no rename, which on
-            // ext4 (where /run is not a tmpfs) flushes the file it replaces, 0.5 ms each time.
+            // ext4 (where /run is not a tmpfs) flushes the file it replaces (decision 0019, "Figures").
             // A ccpm killed between the two leaves the new note with at most a stale tail of
             // "verified" lines, each still true of its image; a torn last line is skipped.
             // Not fsync'd: a note speaks of a live process, which a machine crash ends too.

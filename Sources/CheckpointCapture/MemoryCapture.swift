@@ -202,9 +202,8 @@ struct MemoryCapture {
     /// inherited — no pagemap needed, as a written page is present by definition.
     /// Written pages are scattered (a few here and there), so a frame's worth of their
     /// runs is read by one process_vm_readv, an iovec a run, straight into the frame.
-    /// For a 512 MiB increment's 1,300 runs, the memory phase took 12-22 ms with one call
-    /// a run, 9-10 ms reading batches into a separate buffer and copying them into the
-    /// frames (a third of it faulting that buffer in), and 5-9 ms this way (decision 0013).
+    /// That is faster than a call a run or batches copied through a buffer of their own
+    /// (decision 0013; figures in decision 0019, "Figures").
     private func writeTracked(_ region: Region, written mask: [Bool], to writer: ImageWriter, mem: Int32,
                               total: inout UInt64) throws {
         var runs: [ImageWriter.ScatteredRun] = []

@@ -73,7 +73,7 @@ public final class TrackingSession {
         let path = path(ofImage: imagesWritten)
         let output: ImageOutput
         do { output = try ImageOutput(path: path) } catch {
-            throw CaptureError(.output, "cannot create the image", pid: pid, cause: error.description)
+            throw CaptureError(.output, "cannot create the image", pid: pid, cause: .image(error))
         }
         let summary = try Checkpointer.checkpoint(pid: pid, to: output, options: options)
         do {

@@ -13,13 +13,20 @@ struct ProcessBuilder {
     let image: RestoreImage
     /// The process as traced here.
     let pid: Int32
-    var remote: RemoteCalls
+    /// What the kinds of state restore into: the remote calls, the traced TIDs, the warnings.
+    var context: RestoreContext
+    /// System calls into the process (the context's).
+    var remote: RemoteCalls {
+        get { context.remote }
+        _modify { yield &context.remote }
+    }
     /// Image TID → traced TID.
-    var traced: [Int32: Int32]
+    var traced: [Int32: Int32] {
+        get { context.traced }
+        _modify { yield &context.traced }
+    }
     private(set) var pagesWritten: UInt64 = 0
-    private(set) var warnings: [String] = []
-    /// What the builder is doing, for the error message.
-    private var step = "prepare the address space"
+    var warnings: [String] { context.warnings }
 
     var threadCount: Int { traced.count }
     /// This kernel's vdso in the process (start, size), when the image's is redirected to it.
@@ -37,72 +44,80 @@ struct ProcessBuilder {
         self.image = image
         self.pid = pid
         self.vdsoProxy = vdsoProxy
-        traced = [image.process.pid: pid]
         guard let address = SyscallInjector.vdsoSyscallAddress(pid: pid) else {
             throw RestoreError(.kernel, "the new process has no vdso to run system calls through")
         }
-        remote = RemoteCalls(pid: pid, syscallAddress: address)
+        context = RestoreContext(pid: pid, remote: RemoteCalls(pid: pid, syscallAddress: address), process: image.process,
+                                 threads: image.threads, signals: image.signals, sync: image.sync)
     }
 
-    mutating func warn(_ text: String) { warnings.append(text) }
+    mutating func warn(_ text: String) { context.warn(text) }
 
     /// File descriptors and the objects behind them (``DescriptorRestore``).
     mutating func restoreHandles() throws {
         var descriptors = DescriptorRestore(table: image.openFiles, remote: remote)
         defer {
             remote = descriptors.remote
-            warnings += descriptors.warnings
+            context.warnings += descriptors.warnings
         }
         try descriptors.restore()
     }
 
-    /// Runs every step; the first failure is thrown, naming its step. Each step's
-    /// scratch arguments are given back after it.
+    /// One named step of a restore (issue #13, point 5): the name is what an error
+    /// says could not be done (`cannot <name>`), and what CCPM_PHASES-like tracing would print.
+    struct Step {
+        /// What the step does, as an error names it ("map the memory").
+        let name: String
+        /// The step itself.
+        let run: (inout ProcessBuilder) throws(StepFailure) -> Void
+    }
+
+    /// The steps of a restore, in order (spec/decisions/0009-restore-from-outside.md).
+    /// A kind of state's restore runs in the step of its stage (``StateKind``).
+    var steps: [Step] {
+        var steps: [Step] = [
+            Step(name: "prepare the address space") { b throws(StepFailure) in try b.prepareAddressSpace() },
+            Step(name: "map the memory") { b throws(StepFailure) in try b.mapMemory() },
+            Step(name: "write the pages") { b throws(StepFailure) in try b.writePages() },
+        ]
+        if vdsoProxy {
+            steps.append(Step(name: "redirect the image's vdso to this kernel's") { b throws(StepFailure) in try b.redirectVdso() })
+        }
+        steps += [
+            Step(name: "set the mm fields (PR_SET_MM_MAP)") { b throws(StepFailure) in try b.setMmFields() },
+            Step(name: "recreate the file descriptors") { b throws(StepFailure) in
+                do { try b.restoreHandles() } catch { throw StepFailure(untyped: error) }
+            },
+            Step(name: "restore signal dispositions, timers, cwd, umask and rlimits") { b throws(StepFailure) in
+                do throws(StateFailure) { try b.restoreProcessState() } catch { throw StepFailure(error) }
+            },
+            Step(name: "create the threads") { b throws(StepFailure) in
+                do throws(StateFailure) { try b.createThreads() } catch { throw StepFailure(error) }
+            },
+            Step(name: "restore the threads' state") { b throws(StepFailure) in
+                do throws(StateFailure) { try b.restoreThreads() } catch { throw StepFailure(error) }
+            },
+            Step(name: "resume the process") { b throws(StepFailure) in try b.resume() },
+        ]
+        return steps
+    }
+
+    /// Runs every step; the first failure is thrown, naming its step.
     mutating func build() throws(RestoreError) {
-        do {
-            step = "prepare the address space"
-            try prepareAddressSpace()
-            step = "map the memory"
-            try mapMemory()
-            step = "write the pages"
-            try writePages()
-            if vdsoProxy {
-                step = "redirect the image's vdso to this kernel's"
-                try redirectVdso()
-            }
-            step = "set the mm fields (PR_SET_MM_MAP)"
-            try setMmFields()
-            step = "recreate the file descriptors"
-            try restoreHandles()
-            step = "restore signal dispositions, timers, cwd, umask and rlimits"
-            try restoreProcessState()
-            step = "create the threads"
-            try createThreads()
-            step = "restore the threads' state"
-            try restoreThreads()
-            step = "resume the process"
-            try resume()
-        } catch let error as RestoreError {
-            throw error
-        } catch let error as ImageError {
-            throw RestoreError(error)
-        } catch let error as StateError {
-            throw RestoreError(error)
-        } catch let error as SystemCallError {
-            throw RestoreError.from(error, doing: step)
-        } catch {
-            throw RestoreError(.kernel, "cannot \(step)", cause: "\(error)")
+        for step in steps {
+            do throws(StepFailure) { try step.run(&self) } catch { throw error.error(doing: step.name) }
         }
     }
 
     // MARK: Address space
 
     /// Unmaps what exec mapped, moves vdso/vvar to their saved addresses and maps the scratch area.
-    mutating func prepareAddressSpace() throws {
-        let current = ProcFS.parseMaps(try ProcFS.read("/proc/\(pid)/maps"))
+    mutating func prepareAddressSpace() throws(StepFailure) {
+        let pid = pid
+        let current = ProcFS.parseMaps(try systemCalls { () throws(SystemCallError) in try ProcFS.read("/proc/\(pid)/maps") })
         let specials = current.filter { $0.path == "[vdso]" || $0.path == "[vvar]" || $0.path == "[vvar_vclock]" }
         for entry in current where entry.path != "[vsyscall]" && !specials.contains(entry) {
-            try remote.call("munmap", X86Syscall.munmap, [entry.start, entry.end - entry.start])
+            try systemCalls { () throws(SystemCallError) in try remote.call("munmap", X86Syscall.munmap, [entry.start, entry.end - entry.start]) }
         }
         let saved = image.vmas.filter { [.vdso, .vvar, .vvarVclock].contains($0.role) }
         var taken = image.vmas.map { ($0.start, $0.end) }
@@ -116,9 +131,7 @@ struct ProcessBuilder {
                 base = try Self.gap(size: span, avoiding: taken + specials.map { ($0.start, $0.end) })
                 for entry in specials {
                     let to = base + (entry.start - low)
-                    try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
-                                    [entry.start, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), to])
-                    if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - entry.start + to }
+                    try move(entry, from: entry.start, to: to)
                 }
             }
             newVdso = specials.first { $0.path == "[vdso]" }.map { (base + ($0.start - low), $0.end - $0.start) }
@@ -129,26 +142,33 @@ struct ProcessBuilder {
             var moved: [(ProcFS.MapsEntry, UInt64)] = []
             for entry in specials {
                 let to = temporary + (entry.start - low)
-                try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
-                                [entry.start, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), to])
+                try move(entry, from: entry.start, to: to)
                 moved.append((entry, to))
-                if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - entry.start + to }
             }
             for (entry, at) in moved {
                 guard let target = saved.first(where: { $0.path == entry.path }) else {
-                    throw RestoreError(.incompatible, "the image has no \(entry.path), which this kernel maps")
+                    throw .failed(RestoreError(.incompatible, "the image has no \(entry.path), which this kernel maps"))
                 }
-                try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
-                                [at, entry.end - entry.start, entry.end - entry.start, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), target.start])
-                if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - at + target.start }
+                try move(entry, from: at, to: target.start)
             }
         }
         let scratch = try Self.gap(size: Self.scratchSize, avoiding: taken)
-        try remote.mapScratch(at: scratch, size: Self.scratchSize)
+        try systemCalls { () throws(SystemCallError) in try remote.mapScratch(at: scratch, size: Self.scratchSize) }
+    }
+
+    /// Moves the special mapping `entry`, now at `from`, to `to` (injected mremap
+    /// MREMAP_MAYMOVE | MREMAP_FIXED); the vdso's `syscall` moves with it.
+    private mutating func move(_ entry: ProcFS.MapsEntry, from: UInt64, to: UInt64) throws(StepFailure) {
+        let size = entry.end - entry.start
+        try systemCalls { () throws(SystemCallError) in
+            try remote.call("mremap(\(entry.path))", X86Syscall.mremap,
+                            [from, size, size, UInt64(Linux.MREMAP_MAYMOVE | Linux.MREMAP_FIXED), to])
+        }
+        if entry.path == "[vdso]" { remote.syscallAddress = remote.syscallAddress - from + to }
     }
 
     /// A page-aligned free range of `size` bytes between 4 GiB and the top of user space.
-    static func gap(size: UInt64, avoiding ranges: [(UInt64, UInt64)]) throws -> UInt64 {
+    static func gap(size: UInt64, avoiding ranges: [(UInt64, UInt64)]) throws(StepFailure) -> UInt64 {
         let sorted = ranges.sorted { $0.0 < $1.0 }
         var candidate: UInt64 = 1 << 32
         for (start, end) in sorted {
@@ -156,7 +176,7 @@ struct ProcessBuilder {
             if start >= candidate + size + 0x10000 { break }
             candidate = (end + 0x10000 + 0xfff) & ~0xfff
         }
-        guard candidate + size < 0x7ff0_0000_0000 else { throw RestoreError(.kernel, "no free address range for the restore's scratch area") }
+        guard candidate + size < 0x7ff0_0000_0000 else { throw .failed(RestoreError(.kernel, "no free address range for the restore's scratch area")) }
         return candidate
     }
 
@@ -166,7 +186,11 @@ struct ProcessBuilder {
     }
 
     /// Maps every saved VMA at its address with its protection (mmap MAP_FIXED, injected).
-    mutating func mapMemory() throws {
+    mutating func mapMemory() throws(StepFailure) {
+        try systemCalls { () throws(SystemCallError) in try mapEveryVma() }
+    }
+
+    private mutating func mapEveryVma() throws(SystemCallError) {
         var mappingDescriptors: [String: UInt64] = [:]
         for vma in image.vmas where !skippedRoles.contains(vma.role) {
             let mark = remote.scratchMark
@@ -199,10 +223,10 @@ struct ProcessBuilder {
     /// Writes every page the chain holds into the process: with process_vm_writev
     /// into writable mappings, through /proc/PID/mem into the others (it may write
     /// read-only private mappings: FOLL_FORCE, as a tracer).
-    mutating func writePages() throws {
-        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-        guard mem >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
-        defer { close(mem) }
+    mutating func writePages() throws(StepFailure) {
+        let pid = pid
+        let mem: ProcessMemoryFile
+        do throws(SystemCallError) { mem = try ProcessMemoryFile(pid: pid) } catch { throw .cause(.system(error)) }
         var writer = PageWriter(pid: pid, mem: mem, chain: image.chain)
         let top = image.chain.top
         let pageSize = UInt64(image.chain.pageSize)
@@ -241,24 +265,34 @@ struct ProcessBuilder {
 
     /// Overwrites each function of the image's vdso (restored at its address) with a
     /// jump to the same function of this kernel's vdso (`VdsoProxy`).
-    mutating func redirectVdso() throws {
+    mutating func redirectVdso() throws(StepFailure) {
         guard let old = image.vmas.first(where: { $0.role == .vdso }), let new = newVdso else {
-            throw RestoreError(.incompatible, "the image has no vdso to redirect")
+            throw .failed(RestoreError(.incompatible, "the image has no vdso to redirect"))
         }
-        let oldBytes = try image.chain.readMemory(address: old.start, length: old.end - old.start)
-        var newBytes = [UInt8](repeating: 0, count: Int(new.size))
-        try kernelCall("process_vm_readv([vdso])", newBytes.withUnsafeMutableBytes { cc_process_vm_read(pid, $0.baseAddress, $0.count, new.start) })
-        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-        guard mem >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
-        defer { close(mem) }
-        for patch in try VdsoProxy.patches(old: oldBytes, oldBase: old.start, new: newBytes, newBase: new.start) {
-            let n = patch.bytes.withUnsafeBytes { pwrite(mem, $0.baseAddress, $0.count, off_t(Int64(bitPattern: patch.address))) }
-            guard n == patch.bytes.count else { throw SystemCallError("pwrite(/proc/\(pid)/mem, vdso)", errno: n < 0 ? errno : EIO) }
+        let chain = image.chain, pid = pid
+        let oldBytes = try imageReads { () throws(ImageError) in try chain.readMemory(address: old.start, length: old.end - old.start) }
+        let newBytes = try systemCalls { () throws(SystemCallError) in
+            try ProcessMemory.read(pid: pid, count: Int(new.size), at: new.start, call: "process_vm_readv([vdso])")
+        }
+        let mem: ProcessMemoryFile
+        do throws(SystemCallError) { mem = try ProcessMemoryFile(pid: pid) } catch { throw .cause(.system(error)) }
+        let patches: [(address: UInt64, bytes: [UInt8])]
+        do throws(RestoreError) { patches = try VdsoProxy.patches(old: oldBytes, oldBase: old.start, new: newBytes, newBase: new.start) } catch {
+            throw .failed(error)
+        }
+        do throws(SystemCallError) {
+            for patch in patches { try mem.writeOnce(patch.bytes, at: patch.address, call: "pwrite(/proc/\(pid)/mem, vdso)") }
+        } catch {
+            throw .cause(.system(error))
         }
     }
 
     /// Sets code/data/brk/stack/arg/env bounds and the auxv (prctl PR_SET_MM, PR_SET_MM_MAP).
-    mutating func setMmFields() throws {
+    mutating func setMmFields() throws(StepFailure) {
+        try systemCalls { () throws(SystemCallError) in try setMmMap() }
+    }
+
+    private mutating func setMmMap() throws(SystemCallError) {
         var mm = image.process.mm
         guard mm.startCode != 0 else { return }
         if mm.brk < mm.startBrk {
@@ -278,132 +312,5 @@ struct ProcessBuilder {
         map.appendLE(UInt32.max)     // exe_fd -1: the executable is already the one exec ran
         let address = try remote.put(map)
         try remote.call("prctl(PR_SET_MM, PR_SET_MM_MAP)", X86Syscall.prctl, [UInt64(Linux.PR_SET_MM), UInt64(Linux.PR_SET_MM_MAP), address, UInt64(map.count), 0])
-    }
-}
-
-/// Copies pages into the process in large contiguous writes, decompressing
-/// each frame once (the chain's readers cache their last frame).
-struct PageWriter {
-    let pid: Int32
-    let mem: Int32
-    /// The pages go into a writable mapping: process_vm_writev copies them straight in.
-    /// /proc/PID/mem (which may write read-only mappings too) copies each page twice.
-    var writable = false
-    let chain: ImageChain
-    private var start: UInt64 = 0
-    private var buffer: [UInt8] = []
-    private(set) var pages: UInt64 = 0
-    private var frames: [Int: (number: Int, bytes: [UInt8])] = [:]
-
-    /// The newest image's frames, decompressed ahead on other cores while pages are written.
-    private let prefetcher: FramePrefetcher
-
-    init(pid: Int32, mem: Int32, chain: ImageChain) {
-        self.pid = pid
-        self.mem = mem
-        self.chain = chain
-        prefetcher = FramePrefetcher(reader: chain.top, depth: max(2, Host.onlineProcessors))
-        buffer.reserveCapacity(8 << 20)
-    }
-
-    mutating func stored(level: Int, ordinal: UInt64, at address: UInt64) throws {
-        let reader = chain.images[level]
-        let number = reader.frameNumber(of: ordinal)
-        if frames[level]?.number != number {
-            frames[level] = (number, level == 0 ? try prefetcher.frame(number) : try reader.frame(number))
-        }
-        let pageSize = chain.pageSize
-        let within = Int(ordinal % UInt64(reader.header.pagesPerFrame)) * pageSize
-        let frame = frames[level]!.bytes
-        try append(at: address) { $0 += frame[within..<(within + pageSize)] }
-    }
-
-    mutating func zeros(at address: UInt64, pages count: UInt64) throws {
-        let pageSize = chain.pageSize
-        for k in 0..<count {
-            try append(at: address + k * UInt64(pageSize)) { $0 += repeatElement(0, count: pageSize) }
-        }
-    }
-
-    private mutating func append(at address: UInt64, _ fill: (inout [UInt8]) -> Void) throws {
-        if !buffer.isEmpty && (address != start + UInt64(buffer.count) || buffer.count >= 8 << 20) { try flush() }
-        if buffer.isEmpty { start = address }
-        fill(&buffer)
-        pages += 1
-    }
-
-    mutating func flush() throws {
-        if writable && !buffer.isEmpty {
-            let n = buffer.withUnsafeBytes { cc_process_vm_write(pid, $0.baseAddress, $0.count, start) }
-            if n == buffer.count {
-                buffer.removeAll(keepingCapacity: true)
-                return
-            }
-        }
-        var done = 0
-        while done < buffer.count {
-            let n = buffer.withUnsafeBytes { pwrite(mem, $0.baseAddress! + done, $0.count - done, off_t(Int64(bitPattern: start + UInt64(done)))) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw SystemCallError("pwrite(/proc/PID/mem at 0x\(String(start + UInt64(done), radix: 16)))", errno: n < 0 ? errno : EIO)
-            }
-            done += n
-        }
-        buffer.removeAll(keepingCapacity: true)
-    }
-}
-
-/// Decompresses the frames of one image ahead of their use, in order, on other
-/// threads (`ImageReader.decompressedFrame` takes no lock). A frame asked for
-/// again after it was handed out is decompressed on the spot.
-final class FramePrefetcher: @unchecked Sendable {
-    private let reader: ImageReader
-    private let depth: Int
-    private let condition = Condition()
-    private var ready: [Int: Result<[UInt8], ImageError>] = [:]
-    private var inFlight = Set<Int>()
-    private var scheduledUpTo = -1
-
-    init(reader: ImageReader, depth: Int) {
-        self.reader = reader
-        self.depth = depth
-    }
-
-    func frame(_ number: Int) throws(ImageError) -> [UInt8] {
-        condition.lock()
-        let frameCount = reader.index.frameOffsets.count
-        let wanted = number > scheduledUpTo || inFlight.contains(number) || ready[number] != nil
-        if !wanted {
-            condition.unlock()
-            return try reader.decompressedFrame(number)
-        }
-        // Keep `depth` frames in flight beyond the one asked for.
-        var next = max(scheduledUpTo + 1, number)
-        while next <= min(number + depth, frameCount - 1) {
-            schedule(next)
-            next += 1
-        }
-        scheduledUpTo = max(scheduledUpTo, next - 1)
-        while ready[number] == nil { condition.wait() }
-        let result = ready.removeValue(forKey: number)!
-        // Frames passed over (their pages were not needed) are dropped.
-        for stale in ready.keys where stale < number { ready.removeValue(forKey: stale) }
-        condition.unlock()
-        return try result.get()
-    }
-
-    /// Starts decompressing `number`; the caller holds the lock.
-    private func schedule(_ number: Int) {
-        inFlight.insert(number)
-        let reader = self.reader
-        DispatchQueue.global().async {
-            let result: Result<[UInt8], ImageError>
-            do throws(ImageError) { result = .success(try reader.decompressedFrame(number)) } catch { result = .failure(error) }
-            self.condition.lock()
-            self.inFlight.remove(number)
-            self.ready[number] = result
-            self.condition.broadcast()
-            self.condition.unlock()
-        }
     }
 }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LinuxKernel
 import ProcessState
 import CheckpointImage
@@ -28,11 +25,30 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
     public var message: String
     /// The image error behind a `.image` failure, whose class sets the exit status.
     public var imageError: ImageError?
+    /// What lies behind a failure, as a typed value.
+    public enum Cause: Sendable, CustomStringConvertible {
+        /// A system call failed.
+        case system(SystemCallError)
+        /// The image (or a part of it, as the vdso's ELF object) cannot be used.
+        case image(ImageError)
+        /// The state cannot come back here.
+        case state(StateError)
+
+        /// The cause's own description.
+        public var description: String {
+            switch self {
+            case .system(let e): e.description
+            case .image(let e): e.description
+            case .state(let e): e.description
+            }
+        }
+    }
+
     /// The system call or image error behind it, when there is one.
-    public var cause: String?
+    public var cause: Cause?
 
     /// A failure of class `code`.
-    public init(_ code: Code, _ message: String, cause: String? = nil) {
+    public init(_ code: Code, _ message: String, cause: Cause? = nil) {
         self.code = code
         self.message = message
         self.cause = cause
@@ -76,9 +92,60 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
     static func from(_ error: SystemCallError, doing what: String) -> RestoreError {
         switch error.errno {
         case .notPermitted, .permissionDenied:
-            RestoreError(.permissionDenied, "not permitted to \(what); run ccpm restore as root", cause: error.description)
+            RestoreError(.permissionDenied, "not permitted to \(what); run ccpm restore as root", cause: .system(error))
         default:
-            RestoreError(.kernel, "cannot \(what)", cause: error.description)
+            RestoreError(.kernel, "cannot \(what)", cause: .system(error))
         }
     }
+}
+
+/// Why a restore step failed: a cause the step runner classifies with the step's name
+/// (`cannot <step>`), or a failure already classified where it happened.
+enum StepFailure: Error {
+    /// Classified by the runner: a system call by its errno, an image or state error by its class.
+    case cause(RestoreError.Cause)
+    /// Classified already.
+    case failed(RestoreError)
+
+    /// A kind's failure (``StateFailure``), to be classified by the runner.
+    init(_ failure: StateFailure) {
+        switch failure {
+        case .system(let e): self = .cause(.system(e))
+        case .image(let e): self = .cause(.image(e))
+        case .state(let e): self = .cause(.state(e))
+        }
+    }
+
+    /// The error of a step that still throws untyped errors (the descriptors' restore,
+    /// whose code throws only these types).
+    init(untyped error: any Error) {
+        switch error {
+        case let e as SystemCallError: self = .cause(.system(e))
+        case let e as ImageError: self = .cause(.image(e))
+        case let e as StateError: self = .cause(.state(e))
+        case let e as StateFailure: self.init(e)
+        case let e as RestoreError: self = .failed(e)
+        default: self = .failed(RestoreError(.kernel, "unexpected \(type(of: error)): \(error)"))
+        }
+    }
+
+    /// The restore error of a step named `step` that failed this way.
+    func error(doing step: String) -> RestoreError {
+        switch self {
+        case .cause(.system(let e)): RestoreError.from(e, doing: step)
+        case .cause(.image(let e)): RestoreError(e)
+        case .cause(.state(let e)): RestoreError(e)
+        case .failed(let e): e
+        }
+    }
+}
+
+/// Runs `body`, a sequence of system calls, as part of a restore step.
+func systemCalls<R>(_ body: () throws(SystemCallError) -> R) throws(StepFailure) -> R {
+    do { return try body() } catch { throw .cause(.system(error)) }
+}
+
+/// Runs `body`, which reads the image, as part of a restore step.
+func imageReads<R>(_ body: () throws(ImageError) -> R) throws(StepFailure) -> R {
+    do { return try body() } catch { throw .cause(.image(error)) }
 }

@@ -47,7 +47,7 @@ public struct RestoredProcess: ~Copyable {
             let errno = Int32(-spawned)
             if errno == EEXIST {
                 throw RestoreError(.kernel, "pid \(imagePID) is taken on this machine; restore with --pidns",
-                                   cause: SystemCallError("clone3(set_tid)", errno: errno).description)
+                                   cause: .system(SystemCallError("clone3(set_tid)", errno: errno)))
             }
             throw RestoreError.from(SystemCallError("clone3", errno: errno), doing: "create the process")
         }
@@ -59,7 +59,7 @@ public struct RestoredProcess: ~Copyable {
             for _ in 0..<5000 {
                 if let text = try? ProcFS.read("/proc/\(child)/task/\(child)/children"),
                    let first = text.split(separator: " ").first, let p = Int32(first) { task = p; break }
-                if cc_waitpid(child, &status, cc_WNOHANG) == Int(child) { break }
+                if let reported = try? Wait.poll(child) { status = reported.raw; break }
                 usleep(1000)
             }
         }
@@ -70,23 +70,18 @@ public struct RestoredProcess: ~Copyable {
         do throws(SystemCallError) {
             try Self.waitUntilStopped(task)
             try kernelCall("ptrace(PTRACE_SEIZE)", cc_ptrace_seize(task, cc_PTRACE_O_TRACEEXEC | cc_PTRACE_O_TRACECLONE | cc_PTRACE_O_EXITKILL))
+            Tracer.adopt(task)
             try libcCall("kill(SIGCONT)", Int(Glibc.kill(task, SIGCONT)))
             while true {
-                var s: Int32 = 0
-                let r = cc_waitpid(task, &s, 0)
-                if r == -Int(EINTR) { continue }
-                try kernelCall("waitpid(\(task))", r)
-                guard cc_wifstopped(s) != 0 else {
+                let s = try Wait.next(task).status
+                guard s.stopped else {
                     throw SystemCallError("execve(\(executable)) in the new process", errno: ENOEXEC)
                 }
-                if cc_wptrace_event(s) == cc_PTRACE_EVENT_EXEC {
+                if s.ptraceEvent == cc_PTRACE_EVENT_EXEC {
                     // Still inside execve, which would overwrite rax on its way out: step
                     // once so the task is out of the system call before anything is injected.
                     try kernelCall("ptrace(PTRACE_SINGLESTEP)", cc_ptrace_singlestep(task, 0))
-                    var r = cc_waitpid(task, &s, 0)
-                    while r == -Int(EINTR) { r = cc_waitpid(task, &s, 0) }
-                    try kernelCall("waitpid(\(task))", r)
-                    guard cc_wifstopped(s) != 0 else { throw SystemCallError("execve(\(executable)) in the new process", errno: ENOEXEC) }
+                    guard try Wait.next(task).status.stopped else { throw SystemCallError("execve(\(executable)) in the new process", errno: ENOEXEC) }
                     break
                 }
                 // The SIGSTOP it sent itself, then SIGCONT: resume without them until the exec.
@@ -116,22 +111,16 @@ public struct RestoredProcess: ~Copyable {
     }
 
     private static func kill(child: Int32, task: Int32) {
-        var status: Int32 = 0
         if task > 0 {
             // A traced thread's exit is reported to its tracer first: every traced thread
             // is reaped here, the task's leader last, before the namespace's init (which
             // waits for every task in it as it dies) can end.
             _ = Glibc.kill(task, SIGKILL)
-            while true {
-                let r = cc_waitpid(-1, &status, 0)
-                if r == -Int(EINTR) { continue }
-                if r < 0 || r == Int(task) { break }
-            }
+            while let (reported, _) = try? Wait.next(-1), reported != task {}
         }
         guard child != task else { return }
         _ = Glibc.kill(child, SIGKILL)
-        var r = cc_waitpid(child, &status, 0)
-        while r == -Int(EINTR) { r = cc_waitpid(child, &status, 0) }
+        _ = try? Wait.next(child)
     }
 
     deinit {

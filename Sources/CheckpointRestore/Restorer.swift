@@ -1,8 +1,4 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import LinuxKernel
 import ProcessState
 import CheckpointImage
@@ -80,7 +76,7 @@ public enum Restorer {
         if !vdsoMatches { options.notice?("this kernel's vdso differs from the image's: its functions are redirected to this kernel's") }
 
         let tids = image.threads.map(\.tid)
-        let taken = ([image.process.pid] + tids).filter { access("/proc/\($0)", F_OK) == 0 }
+        let taken = ([image.process.pid] + tids).filter { ProcessHandle.pidInUse($0) }
         var newNamespace = options.newPIDNamespace
         if !taken.isEmpty && !newNamespace {
             newNamespace = true
@@ -115,7 +111,7 @@ struct RestoreImage {
         // blocks with their checksums, and every parent's UUID and index digest (§8).
         // Page frames are checked as they are decompressed (§6.1): a damaged one ends
         // the restore there, and the half-made process is killed before it ever ran.
-        // (A separate pass over every frame first cost ~10% of a large restore.)
+        // (No separate pass over every frame first: decision 0019, "Figures".)
         do throws(ImageError) {
             chain = try ImageChain.open(path: path, storeDirectories: storeDirectories)
             let top = chain.top
@@ -149,9 +145,7 @@ struct RestoreImage {
     /// whether this kernel's vdso and vvar have the image's layout (else they are
     /// redirected to, which needs the image's vdso pages).
     func checkCompatible() throws(RestoreError) -> Bool {
-        var name = utsname()
-        uname(&name)
-        let machine = withUnsafeBytes(of: name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let machine = Machine.names().machine
         let arch = chain.top.header.body.machine.arch
         guard arch.isEmpty || arch == machine else {
             throw RestoreError(.incompatible, "the image is for \(arch); this machine is \(machine)")
@@ -202,13 +196,10 @@ extension Restorer {
     /// Waits until the restored process ends (it is ccpm's child, or its namespace's
     /// init is) and returns its exit status, or 128 + the signal that ended it.
     public static func waitForExit(_ summary: RestoreSummary) -> Int32 {
-        var status: Int32 = 0
         while true {
-            let r = cc_waitpid(summary.child, &status, 0)
-            if r == -Int(EINTR) { continue }
-            if r < 0 { return 0 }
-            if cc_wifexited(status) != 0 { return cc_wexitstatus(status) }
-            if cc_wifsignaled(status) != 0 { return 128 + cc_wtermsig(status) }
+            guard let (_, status) = try? Wait.next(summary.child) else { return 0 }
+            if status.exited { return status.exitCode }
+            if status.signaled { return 128 + status.terminatingSignal }
         }
     }
 }

@@ -56,7 +56,7 @@ struct VdsoProxy {
             return result
         } catch {
             var failure = invalid
-            failure.cause = error.description
+            failure.cause = .image(error)
             throw failure
         }
     }

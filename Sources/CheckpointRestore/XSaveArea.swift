@@ -1,5 +1,5 @@
-import CCheckpointKernel
 import CheckpointImage
+import LinuxKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -41,7 +41,7 @@ enum XSaveArea {
     struct CPU {
         var features: UInt64
         var size: Int
-        static var here: CPU { CPU(features: cc_xgetbv0(), size: Int(cc_xsave_size())) }
+        static var here: CPU { CPU(features: Machine.xsaveFeatures, size: Machine.xsaveSize) }
     }
 
     /// The area `saved` of thread `tid`, whose XSTATE_BV is `threadFeatures`, captured on a

@@ -69,4 +69,26 @@ package enum Linux {
     package static let SYS_tgkill = 234
     package static let SYS_timer_delete = 226
     package static let PR_TIMER_CREATE_RESTORE_IDS = 77   // Linux 6.15
+    package static let PR_GET_TID_ADDRESS = 40
+    package static let UFFD_USER_MODE_ONLY = 1            // linux/userfaultfd.h
+    package static let O_NONBLOCK: Int32 = 0o4000         // asm-generic/fcntl.h
+    package static let O_CLOEXEC: Int32 = 0o2000000
+    package static let SS_DISABLE: Int32 = 2              // uapi linux/signal.h
+    /// The number of signals (SIGRTMAX): dispositions 1...64.
+    package static let signalCount = 64
+}
+
+/// Signal numbers of x86-64 Linux the state code names (uapi asm/signal.h).
+package enum Signal {
+    package static let kill: Int32 = 9
+    package static let stop: Int32 = 19
+}
+
+/// Kernel-internal errno values a stopped thread shows in rax (include/linux/errno.h):
+/// the restart codes of an interrupted system call (``SyscallRestart``).
+package enum KernelErrno {
+    package static let restartSys: Int64 = -512
+    package static let restartNoIntr: Int64 = -513
+    package static let restartNoHand: Int64 = -514
+    package static let restartRestartBlock: Int64 = -516
 }

@@ -62,6 +62,7 @@ package struct SyscallInjector {
     /// Runs `number(args)` in the thread and returns rax (negative errno on failure).
     package mutating func call(_ number: Int, _ args: [UInt64] = []) throws(SystemCallError) -> Int64 {
         precondition(args.count <= 6)
+        Tracer.check(tid, "injected system call")
         if parking != nil { return try parkedCall(number, args) }
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &saved))
         var regs = saved
@@ -73,7 +74,7 @@ package struct SyscallInjector {
         while true {
             try kernelCall("ptrace(PTRACE_SINGLESTEP)", cc_ptrace_singlestep(tid, 0))
             let status = try waitForStop()
-            let event = cc_wptrace_event(status)
+            let event = status.ptraceEvent
             if event != 0 {
                 // An event stop inside the call (a thread the call created): note it, step on.
                 if event == cc_PTRACE_EVENT_CLONE {
@@ -84,8 +85,8 @@ package struct SyscallInjector {
                 continue
             }
             try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &result))
-            if cc_wstopsig(status) == SIGTRAP && result.rip == syscallAddress + 2 { break }
-            if cc_wstopsig(status) != SIGTRAP { interceptedSignals.append(cc_wstopsig(status)) }
+            if status.stopSignal == SIGTRAP && result.rip == syscallAddress + 2 { break }
+            if status.stopSignal != SIGTRAP { interceptedSignals.append(status.stopSignal) }
             if result.rip != syscallAddress { break }
         }
         return Int64(bitPattern: result.rax)
@@ -101,12 +102,9 @@ package struct SyscallInjector {
     }
 
     /// The next stop of the thread (waitpid); its exit is an error.
-    private func waitForStop() throws(SystemCallError) -> Int32 {
-        var status: Int32 = 0
-        var r = cc_waitpid(tid, &status, 0)
-        while r == -Int(EINTR) { r = cc_waitpid(tid, &status, 0) }
-        try kernelCall("waitpid(\(tid))", r)
-        guard cc_wifstopped(status) != 0 else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
+    private func waitForStop() throws(SystemCallError) -> WaitStatus {
+        let status = try Wait.next(tid).status
+        guard status.stopped else { throw SystemCallError("injected syscall: thread \(tid) exited", errno: ESRCH) }
         return status
     }
 
@@ -133,67 +131,26 @@ package struct SyscallInjector {
     /// free below the frame (see ``parkedFrame``), and put back with it.
     package mutating func park(gadgets: ParkingGadgets, frame given: UInt64?, reserve: Int = 0) throws(SystemCallError) {
         precondition(parking == nil && (given ?? 0) % 64 == 0)
-        var regs = user_regs_struct()
-        try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &regs))
-        var mask: UInt64 = 0
-        try kernelCall("ptrace(PTRACE_GETSIGMASK)", cc_ptrace_getsigmask(tid, &mask))
-        var xstate = [UInt8](repeating: 0, count: 4096)
-        let n = try kernelCall("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE)",
-                               xstate.withUnsafeMutableBytes { cc_ptrace_getregset(tid, cc_NT_X86_XSTATE, $0.baseAddress, $0.count) })
-        guard n >= 512 else { throw SystemCallError("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE): short", errno: EIO) }
+        let regs = try Ptrace.registers(tid)
+        let mask = try Ptrace.signalMask(tid)
+        let xstate = try Ptrace.xstate(tid, capacity: 4096)
+        guard xstate.count >= XSaveHeader.legacySize else { throw SystemCallError("ptrace(PTRACE_GETREGSET, NT_X86_XSTATE): short", errno: EIO) }
         // The thread's whole XSAVE state goes in the frame, as the kernel writes it into a
         // signal frame: ptrace gives it in the same (standard) format, with the same
         // software-reserved bytes at 464 (FP_XSTATE_MAGIC1, extended size, features, XSAVE
         // size); the frame adds FP_XSTATE_MAGIC2 after it (uapi sigcontext.h). rt_sigreturn
         // then restores AVX and AVX-512 registers too, which a thread may be using wherever it
         // was stopped (a frame of FXSAVE only lost their upper halves: a libc routine stopped
-        // midway went on with wrong data). If the state does not fit or does not look like
-        // that, only the FXSAVE part goes in, its software-reserved bytes zeroed.
-        let fpstate = 448            // 64-byte aligned, after ucontext (304 bytes) and siginfo (128)
-        func word32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(xstate[at + $1]) << (8 * UInt32($1)) } }
-        let xstateSize = Int(word32(480))
-        let wholeState = word32(464) == 0x4650_5853 && xstateSize >= 576 && xstateSize <= n && Int(word32(468)) == xstateSize + 4
-            && fpstate + xstateSize + 4 <= SyscallInjector.parkingFrameBytes
+        // midway went on with wrong data; decision 0014). If the state does not fit or does
+        // not look like that, only the FXSAVE part goes in, its software-reserved bytes zeroed.
+        let fp = SignalFrame.fpState(of: xstate, capacity: SyscallInjector.parkingFrameBytes)
         // On the stack, only as many bytes as the frame needs.
-        let frameBytes = given != nil ? SyscallInjector.parkingFrameBytes : (fpstate + (wholeState ? xstateSize + 4 : 512) + 63) & ~63
+        let frameBytes = given != nil ? SyscallInjector.parkingFrameBytes : SignalFrame.size(for: fp)
         let frame = given ?? SyscallInjector.stackFrame(below: regs.rsp, bytes: frameBytes)
         // Resuming from the frame must do what resuming from the stop would: re-enter an
         // interrupted system call (the kernel's restart, which rt_sigreturn does not do).
-        var resume = regs
-        if Int64(bitPattern: regs.orig_rax) >= 0 {
-            switch Int64(bitPattern: regs.rax) {
-            case -512, -513, -514: resume.rax = regs.orig_rax; resume.rip -= 2          // ERESTARTSYS, NOINTR, NOHAND
-            case -516: resume.rax = UInt64(X86Syscall.restartSyscall); resume.rip -= 2  // ERESTART_RESTARTBLOCK
-            default: break
-            }
-        }
-        var bytes = [UInt8](repeating: 0, count: frameBytes)
-        func put(_ value: UInt64, at offset: Int) {
-            for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
-        }
-        put(gadgets.restorer, at: 0) // where the gadget's `ret` goes: rt_sigreturn, with rsp at frame + 8
-        let uc = 8                   // after the return address
-        put(0, at: uc)               // uc_flags
-        put(0, at: uc + 8)           // uc_link
-        put(0, at: uc + 16)          // uc_stack.ss_sp
-        put(3, at: uc + 24)          // uc_stack.ss_flags: invalid, so the alternate stack is left as it is
-        put(0, at: uc + 32)          // uc_stack.ss_size
-        let sc = uc + 40             // struct sigcontext
-        for (i, value) in [resume.r8, resume.r9, resume.r10, resume.r11, resume.r12, resume.r13, resume.r14, resume.r15,
-                           resume.rdi, resume.rsi, resume.rbp, resume.rbx, resume.rdx, resume.rax, resume.rcx, resume.rsp,
-                           resume.rip, resume.eflags].enumerated() {
-            put(value, at: sc + 8 * i)
-        }
-        put(resume.cs | (resume.ss << 48), at: sc + 144)    // cs, gs, fs, ss (16 bits each)
-        put(frame + UInt64(fpstate), at: sc + 184)
-        put(mask, at: uc + 296)      // uc_sigmask
-        if wholeState {
-            bytes.replaceSubrange(fpstate..<(fpstate + xstateSize), with: xstate[0..<xstateSize])
-            for (i, b) in [UInt8(0x45), 0x58, 0x50, 0x46].enumerated() { bytes[fpstate + xstateSize + i] = b }  // FP_XSTATE_MAGIC2
-        } else {
-            bytes.replaceSubrange(fpstate..<(fpstate + 512), with: xstate[0..<512])
-            for i in (fpstate + 464)..<(fpstate + 512) { bytes[i] = 0 }
-        }
+        let bytes = SignalFrame.encode(registers: SyscallRestart.resumeRegisters(regs), mask: mask, xstate: xstate, fp: fp,
+                                       restorer: gadgets.restorer, address: frame, bytes: frameBytes)
         let covered = given == nil ? (frame - UInt64(reserve), try read(reserve + bytes.count, at: frame - UInt64(reserve))) : nil
         try writeForced(bytes, at: frame)
         parking = (regs, gadgets, frame, covered)
@@ -213,6 +170,7 @@ package struct SyscallInjector {
     /// restarts the system call it was interrupted in — even if ccpm dies right there.
     package mutating func unpark() throws(SystemCallError) {
         guard let park = parking else { return }
+        Tracer.check(tid, "unpark")
         parking = nil
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
         var regs = park.original
@@ -236,10 +194,10 @@ package struct SyscallInjector {
         while syscallStops < 2 {
             try kernelCall("ptrace(PTRACE_SYSCALL)", cc_ptrace_syscall(tid, 0))
             let status = try waitForStop()
-            let signal = cc_wstopsig(status)
+            let signal = status.stopSignal
             if signal == SIGTRAP | 0x80 {
                 syscallStops += 1
-            } else if cc_wptrace_event(status) == 0 && signal != SIGTRAP {
+            } else if status.ptraceEvent == 0 && signal != SIGTRAP {
                 interceptedSignals.append(signal)    // kept for the detach, not delivered now
             }
         }
@@ -278,6 +236,7 @@ package struct SyscallInjector {
     /// instead (``unpark()``).
     package mutating func finish() throws(SystemCallError) {
         if parking != nil { return try unpark() }
+        Tracer.check(tid, "ptrace(PTRACE_INTERRUPT)")
         try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
         try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         interceptedSignals += try SyscallInjector.waitForInterruptStop(tid)
@@ -286,16 +245,14 @@ package struct SyscallInjector {
     /// Waits until `tid` is in a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT, or a new
     /// thread's first stop); signals that stop it first are returned, not delivered.
     package static func waitForInterruptStop(_ tid: Int32) throws(SystemCallError) -> [Int32] {
+        Tracer.check(tid, "waitpid of a traced task")
         var signals: [Int32] = []
         while true {
-            var status: Int32 = 0
-            let r = cc_waitpid(tid, &status, 0)
-            if r == -Int(EINTR) { continue }
-            try kernelCall("waitpid(\(tid))", r)
-            guard cc_wifstopped(status) != 0 else { throw SystemCallError("waitpid(\(tid)): thread exited", errno: ESRCH) }
-            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP { return signals }
+            let status = try Wait.next(tid).status
+            guard status.stopped else { throw SystemCallError("waitpid(\(tid)): thread exited", errno: ESRCH) }
+            if status.ptraceEvent == cc_PTRACE_EVENT_STOP { return signals }
             // A signal arrived first: keep it, resume and wait for the stop.
-            signals.append(cc_wstopsig(status))
+            signals.append(status.stopSignal)
             try kernelCall("ptrace(PTRACE_CONT)", cc_ptrace_cont(tid, 0))
         }
     }
@@ -333,7 +290,7 @@ package struct SyscallInjector {
     /// would leave the thread with the call's registers.
     package mutating func withParking<R>(threads: [TracedProcess.StoppedThread], maps: [ProcFS.MapsEntry],
                                  _ body: (inout SyscallInjector, _ data: UInt64,
-                                          _ parkOther: (inout SyscallInjector, Int) throws(SystemCallError) -> Void) throws -> R) throws -> R {
+                                          _ parkOther: (inout SyscallInjector, Int) throws(SystemCallError) -> Void) throws(SystemCallError) -> R) throws(SystemCallError) -> R {
         if SyscallInjector.parkOnStacks, let gadgets = ParkingGadgets.find(pid: pid, maps: maps),
            try SyscallInjector.stacksHaveRoom(threads, maps: maps, first: tid) {
             try park(gadgets: gadgets, frame: nil, reserve: SyscallInjector.dataBytes)

@@ -48,6 +48,7 @@ public struct TracedProcess: ~Copyable {
                     let r = cc_ptrace_seize(tid, cc_PTRACE_O_TRACESYSGOOD)
                     if r == -Int(ESRCH) && tid != pid { continue }  // the thread exited
                     try kernelCall("ptrace(PTRACE_SEIZE)", r)
+                    Tracer.adopt(tid)
                     seized.insert(tid)
                     threads.append(StoppedThread(tid: tid, groupStopped: false, interceptedSignal: 0, procState: procState))
                     try kernelCall("ptrace(PTRACE_INTERRUPT)", cc_ptrace_interrupt(tid))
@@ -76,16 +77,13 @@ public struct TracedProcess: ~Copyable {
     /// Waits until `thread` is in a ptrace stop, noting group-stop and intercepted signals.
     private static func waitForStop(_ thread: inout StoppedThread) throws(SystemCallError) {
         while true {
-            var status: Int32 = 0
-            let r = cc_waitpid(thread.tid, &status, 0)
-            if r == -Int(EINTR) { continue }
-            try kernelCall("waitpid(\(thread.tid))", r)
-            if cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0 {
+            let status = try Wait.next(thread.tid).status
+            if status.ended {
                 throw SystemCallError("waitpid(\(thread.tid)): thread exited", errno: ESRCH)
             }
-            guard cc_wifstopped(status) != 0 else { continue }
-            let signal = cc_wstopsig(status)
-            if cc_wptrace_event(status) == cc_PTRACE_EVENT_STOP {
+            guard status.stopped else { continue }
+            let signal = status.stopSignal
+            if status.ptraceEvent == cc_PTRACE_EVENT_STOP {
                 // PTRACE_EVENT_STOP: SIGTRAP for our interrupt; a stop signal means group-stop.
                 if [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(signal) { thread.groupStopped = true }
                 return
@@ -112,7 +110,9 @@ public struct TracedProcess: ~Copyable {
 
     private func detachAll() {
         for thread in threads {
+            Tracer.check(thread.tid, "ptrace(PTRACE_DETACH)")
             _ = cc_ptrace_detach(thread.tid, thread.interceptedSignal)
+            Tracer.release(thread.tid)
         }
     }
 
@@ -122,13 +122,13 @@ public struct TracedProcess: ~Copyable {
     public consuming func kill() {
         _ = Glibc.kill(pid, SIGKILL)
         let order = threads.filter { $0.tid != pid } + threads.filter { $0.tid == pid }
+        defer { for thread in order { Tracer.release(thread.tid) } }
         let deadline = MonotonicClock.now() + 5_000_000_000
         for thread in order {
-            var status: Int32 = 0
             while MonotonicClock.now() < deadline {
-                let r = cc_waitpid(thread.tid, &status, cc_WNOHANG)
-                if r == -Int(EINTR) { continue }
-                if r < 0 || (r > 0 && (cc_wifexited(status) != 0 || cc_wifsignaled(status) != 0)) { break }
+                let status: WaitStatus?
+                do { status = try Wait.poll(thread.tid) } catch { break }   // nothing (more) to wait for
+                if status?.ended == true { break }
                 usleep(1000)
             }
         }

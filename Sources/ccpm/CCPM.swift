@@ -50,7 +50,7 @@ struct Checkpoint: ParsableCommand {
             do {
                 out = output == "-" ? ImageOutput(streamingTo: 1) : try ImageOutput(path: output)
             } catch {
-                throw CaptureError(.output, "cannot create the image", pid: pid, cause: error.description)
+                throw CaptureError(.output, "cannot create the image", pid: pid, cause: .image(error))
             }
             Summary.report(try Checkpointer.checkpoint(pid: pid, to: out, options: options), output: output)
         } catch let error as CaptureError {

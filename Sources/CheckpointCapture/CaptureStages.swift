@@ -1,0 +1,141 @@
+import CheckpointImage
+import LinuxKernel
+import ProcessState
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the state stages of a capture read: the records of every kind, and the
+/// memory's regions (for tracking) and totals.
+struct CapturedState {
+    var records = CapturedRecords()
+    var regions: [MemoryCapture.Region] = []
+    /// Tracked regions the kernel did not track (new VMAs): they join the tracker.
+    var untracked: [(UInt64, UInt64)] = []
+    /// Bytes of memory read from the process.
+    var memoryRead: UInt64 = 0
+    /// The userfaultfd created in the process for a new tracker, as its descriptor there.
+    var userfaultfd: Int32?
+}
+
+extension Checkpointer {
+    /// The stages that read the frozen process, in the order of the CCPM_PHASES phases:
+    /// threads, regions, memory (first, so that its frames are compressed on the other cores
+    /// while the rest is read; the stacks are found from the threads' stack pointers),
+    /// injected, process, handles.
+    static func readState(_ plan: borrowing CapturePlan, _ frozen: inout FrozenProcess, start: UInt64) throws -> CapturedState {
+        let pid = plan.pid
+        let target = CaptureTarget(pid: pid, threads: frozen.threads)
+        var state = CapturedState()
+        for kind in StateKinds.all { try kind.captureStopped(target, into: &state.records) }
+        phase("threads", since: start)
+        try readMemory(plan, &state, start: start)
+
+        // Injected reads: they resume and re-stop the threads they use, many times over,
+        // so no compression starts meanwhile. A new tracker's userfaultfd is created
+        // with the other injected calls.
+        let startsTracker = plan.startsTracker
+        let injected = try plan.writer.withCompressionPaused { () throws(SystemCallError) -> InjectedSession.Outcome in
+            try InjectedSession.run(target, into: &state.records, createUserfaultfd: startsTracker)
+        }
+        state.userfaultfd = injected.userfaultfd
+        frozen.noteIntercepted(injected.interceptedSignals)
+        phase("injected", since: start)
+        for kind in StateKinds.all { try kind.captureAfterInjection(target, into: &state.records) }
+        phase("process", since: start)
+        try captureDescriptors(pid: pid, pidfd: plan.process.descriptor, into: &state.records)
+        phase("handles", since: start)
+        return state
+    }
+
+    /// The memory map and pages (``MemoryCapture``), written into the image's frames;
+    /// for an increment on a tracked parent, only the pages the kernel saw written.
+    static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws {
+        let pid = plan.pid
+        var stackPointers: [Int32: UInt64] = [:]
+        for thread in state.records.threads.threads { stackPointers[thread.tid] = UserRegisters.stackPointer(of: thread.generalRegisters) }
+        var memory = MemoryCapture(pid: pid)
+        let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
+        phase("regions", since: start)
+        let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
+        let progress = plan.options.progress
+        var untracked: [(UInt64, UInt64)] = []
+        let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        defer { if pagemap >= 0 { close(pagemap) } }
+        if var spent = plan.note {
+            // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
+            // capture to fail after it, an increment on the parent would miss those pages. So
+            // the note stops vouching for the parent first; it names the new image on success.
+            spent.imageUUID = ""
+            try spent.save(pid: pid, pruning: false)
+        }
+        let written: ((MemoryCapture.Region) throws -> [Range<UInt64>]?)? = plan.note == nil ? nil : { region in
+            guard DirtyTracking.isTrackable(region) else { return nil }
+            let pages = try DirtyTracking.writtenPages(pagemap: pagemap, start: region.vma.start, end: region.vma.end)
+            if pages == nil { untracked.append((region.vma.start, region.vma.end - region.vma.start)) }
+            return pages
+        }
+        state.memoryRead = try memory.writePages(regions, to: plan.writer, parent: plan.parent, written: written,
+                                                 progress: progress.map { p in { p($0, total) } })
+        try plan.writer.endPages()
+        state.regions = regions
+        state.untracked = untracked
+        phase("memory", since: start)
+    }
+
+    /// The descriptors and the objects behind them (``DescriptorTable``), into the records;
+    /// the timers' fields of the sync objects are the timers kind's.
+    /// (The descriptors' own change registers them as a kind of ``StateKinds``.)
+    static func captureDescriptors(pid: Int32, pidfd: Int32, into records: inout CapturedRecords) throws(SystemCallError) {
+        let handles = try DescriptorTable.capture(pid: pid, pidfd: pidfd)
+        records.warnings += handles.warnings
+        var sync = handles.sync
+        sync.intervalTimers = records.sync.intervalTimers
+        sync.posixTimers = records.sync.posixTimers
+        records.sync = sync
+        records.handles = handles.handleTable
+        records.sockets = handles.sockets
+        records.console = handles.console()
+    }
+
+    /// With `--track`: new VMAs join the tracker this increment read, or the tracker
+    /// already in the process starts its count afresh, or a tracker starts (on the
+    /// userfaultfd injection created). The note to save once the image is written.
+    static func startTracking(_ plan: borrowing CapturePlan, _ state: CapturedState) throws -> DirtyTracking.Note? {
+        guard plan.options.track else { return nil }
+        let pid = plan.pid, pidfd = plan.process.descriptor
+        if let note = plan.note {
+            try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: state.untracked)
+            return note
+        }
+        if let existing = plan.existing {
+            // Tracking already runs in this process: start its count afresh from this image.
+            let all = state.regions.filter(DirtyTracking.isTrackable).map { ($0.vma.start, $0.vma.end - $0.vma.start) }
+            try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all)
+            return existing
+        }
+        return try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: state.userfaultfd, regions: state.regions)
+    }
+
+    /// Saves the tracking note naming the new image, with where each image of its chain is
+    /// and how it looked when verified.
+    static func record(_ note: DirtyTracking.Note, of image: ImageWriteSummary, _ plan: borrowing CapturePlan) throws {
+        var newNote = note
+        newNote.imageUUID = image.uuid.description
+        // The parent chain was verified (or vouched for) above; the new image as it was written.
+        // Where the note already recorded a parent as verified, that record stands (as it was
+        // when verified, and without a stat and a realpath per image at every increment).
+        let known = plan.noteHoldsChain ? plan.savedNote : nil
+        let written = (plan.parent?.images ?? []).map { ($0.header.uuid.description, $0.path) }
+            + [(newNote.imageUUID, image.path ?? "")]
+        newNote.verified = Dictionary(uniqueKeysWithValues: written.map { uuid, path in
+            (uuid, known?.verified[uuid] ?? DirtyTracking.Note.identity(ofFile: path))
+        })
+        newNote.paths = Dictionary(uniqueKeysWithValues: written.compactMap { uuid, path in
+            if let recorded = known?.paths[uuid] { return (uuid, recorded) }
+            return ProcessHandle.resolvedPath(path).map { (uuid, $0) }
+        })
+        // Notes of processes that are gone are swept when a tracker starts, not at every increment.
+        try newNote.save(pid: plan.pid, pruning: plan.note == nil)
+    }
+}

@@ -1,0 +1,32 @@
+/// `struct itimerval` of x86-64 (uapi linux/time.h): it_interval then it_value, each a
+/// `struct timeval` {tv_sec, tv_usec} of 8-byte fields. Read by the capture
+/// (getitimer(2)) and written by the restore (setitimer(2)); one parse, one encode.
+/// The times are kept in microseconds, as the image holds them (§5.3 IntervalTimer).
+package struct IntervalTimerValue: Equatable, Sendable {
+    /// Bytes of the struct.
+    package static let size = 32
+    /// `it_interval` in microseconds: the period, 0 for a one-shot timer.
+    package var intervalMicroseconds: Int64
+    /// `it_value` in microseconds: the time to the next expiry, 0 when disarmed.
+    package var valueMicroseconds: Int64
+
+    /// A timer value from its two times.
+    package init(intervalMicroseconds: Int64, valueMicroseconds: Int64) {
+        self.intervalMicroseconds = intervalMicroseconds
+        self.valueMicroseconds = valueMicroseconds
+    }
+
+    /// Parses the struct from the first ``size`` bytes of `bytes`.
+    package init(parsing bytes: [UInt8]) {
+        func time(_ at: Int) -> Int64 { bytes.loadLE(Int64.self, at: at) * 1_000_000 + bytes.loadLE(Int64.self, at: at + 8) }
+        self.init(intervalMicroseconds: time(0), valueMicroseconds: time(16))
+    }
+
+    /// The struct's bytes, as setitimer reads them.
+    package var encoded: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Self.size)
+        for us in [intervalMicroseconds, valueMicroseconds] { bytes.appendLE(us / 1_000_000); bytes.appendLE(us % 1_000_000) }
+        return bytes
+    }
+}
