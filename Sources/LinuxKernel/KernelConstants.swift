@@ -70,6 +70,7 @@ package enum Linux {
     package static let SYS_timer_delete = 226
     package static let PR_TIMER_CREATE_RESTORE_IDS = 77   // Linux 6.15
     package static let PR_GET_TID_ADDRESS = 40
+    package static let PR_SET_NAME = 15                   // the calling thread's name (comm), 16 bytes with the NUL
     package static let UFFD_USER_MODE_ONLY = 1            // linux/userfaultfd.h
     package static let O_NONBLOCK: Int32 = 0o4000         // asm-generic/fcntl.h
     package static let O_CLOEXEC: Int32 = 0o2000000

@@ -42,10 +42,7 @@ struct ZdtmTests {
         ZdtmProgram("inotify"),
         ZdtmProgram("memfd"),
         ZdtmProgram("threads"),
-        ZdtmProgram("names", restoreIssue: """
-            process and thread names are not restored: ProcessBuilder writes /proc/PID/task/TID/comm from ccpm, \
-            which the kernel allows only from the same thread group (EINVAL), and ignores the error
-            """),
+        ZdtmProgram("names"),
         ZdtmProgram("memory"),
         ZdtmProgram("process_attributes"),
         ZdtmProgram("posix_timer"),

@@ -16,7 +16,7 @@ import LinuxKernel
 /// address (prctl PR_GET_TID_ADDRESS).
 ///
 /// Restore, from inside each thread: set_tid_address, set_robust_list, sigaltstack, its
-/// name (/proc/PID/task/TID/comm), then the pending signals (rt_sigqueueinfo,
+/// name (prctl PR_SET_NAME), then the pending signals (rt_sigqueueinfo,
 /// rt_tgsigqueueinfo, tgkill). Creating the threads (clone3 set_tid) and setting their
 /// registers are restore steps of their own (``createThread(_:in:)``, ``resumeRegisters(of:)``).
 package enum ThreadStateKind: StateKind {
@@ -150,7 +150,12 @@ package enum ThreadStateKind: StateKind {
                 try context.remote.call("sigaltstack", X86Syscall.sigaltstack, [address, 0], in: tid)
             }
             if !thread.name.isEmpty {
-                _ = try? Data((thread.name + "\n").utf8).write(to: URL(fileURLWithPath: "/proc/\(context.pid)/task/\(tid)/comm"))
+                // prctl(PR_SET_NAME) from the thread itself: the kernel lets only the same
+                // thread group write /proc/PID/task/TID/comm.
+                let mark = context.remote.scratchMark
+                defer { context.remote.release(to: mark) }
+                let name = try context.remote.put(Array(thread.name.utf8.prefix(15)) + [0])
+                try context.remote.call("prctl(PR_SET_NAME)", X86Syscall.prctl, [UInt64(Linux.PR_SET_NAME), name], in: tid)
             }
         }
     }
