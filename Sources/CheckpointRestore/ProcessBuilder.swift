@@ -228,34 +228,20 @@ struct ProcessBuilder {
         let mem: ProcessMemoryFile
         do throws(SystemCallError) { mem = try ProcessMemoryFile(pid: pid) } catch { throw .cause(.system(error)) }
         var writer = PageWriter(pid: pid, mem: mem, chain: image.chain)
-        let top = image.chain.top
         let pageSize = UInt64(image.chain.pageSize)
-        for (v, vma) in top.memoryMap.enumerated() where !skippedRoles.contains(vma.role) {
+        for (v, vma) in image.chain.top.memoryMap.enumerated() where !skippedRoles.contains(vma.role) {
             // A shared file's pages are the file's; writing them would change the file.
             if vma.role == .fileShared && Self.isFileBacked(vma) { continue }
             let zeroMatters = Self.isFileBacked(vma)
             try writer.flush()
             writer.writable = vma.prot & UInt32(PROT_WRITE) != 0
-            var page: UInt64 = 0
-            for run in top.pageTables[v].runs {
-                defer { page += run.count }
-                let address = vma.start + page * pageSize
+            // The chain's pages, resolved in one place (inherited through the parents, dedup to targets).
+            for run in image.chain.resolvedRuns(ofVma: v) {
                 switch run.state {
-                case .notPopulated: continue
-                case .zero: if zeroMatters { try writer.zeros(at: address, pages: run.count) }
-                case .stored:
-                    for k in 0..<run.count { try writer.stored(level: 0, ordinal: run.firstOrdinal + k, at: address + k * pageSize) }
-                case .dedup:
-                    for (k, ordinal) in run.dedupTargets.enumerated() { try writer.stored(level: 0, ordinal: ordinal, at: address + UInt64(k) * pageSize) }
-                case .inherited:
-                    for k in 0..<run.count {
-                        let at = address + k * pageSize
-                        switch image.chain.resolve(address: at) {
-                        case .stored(let level, let ordinal): try writer.stored(level: level, ordinal: ordinal, at: at)
-                        case .zero: if zeroMatters { try writer.zeros(at: at, pages: 1) }
-                        case .notPopulated, .unmapped: continue
-                        }
-                    }
+                case .notPopulated, .unmapped: continue
+                case .zero: if zeroMatters { try writer.zeros(at: run.address, pages: run.count) }
+                case .stored(let level, let first):
+                    for k in 0..<run.count { try writer.stored(level: level, ordinal: first + k, at: run.address + k * pageSize) }
                 }
             }
         }
