@@ -82,6 +82,31 @@ public struct SyntheticProcess {
     /// Version 1: the first checkpoint.
     public init(version: Int = 1) {
         var g = SeededGenerator(seed: 0xC0FFEE)
+        process = SyntheticProcess.processInfo()
+        memory = SyntheticProcess.memoryMap(&g)
+        threads.threads = [
+            SyntheticProcess.thread(tid: 4242, state: .running, rip: 0x5555_5555_4100, name: "fixture"),
+            SyntheticProcess.thread(tid: 4243, state: .inSyscall, rip: 0x7f00_1000_0abc, name: "reader"),
+            SyntheticProcess.thread(tid: 4244, state: .stopped, rip: 0x7f00_1000_0def, name: "stopped"),
+        ]
+
+        sync = SyntheticProcess.syncObjects()
+        handles.handles = SyntheticProcess.handleTable()
+        sockets.sockets = SyntheticProcess.socketList()
+        console = SyntheticProcess.consoleState()
+        signals.actions = [(2, 0x5555_5555_4200, 0x0400_0000), (10, 0x5555_5555_4300, 0x1400_0000), (13, 1, 0)].map { s, h, f in
+            var a = Ccimg_V1_SignalAction(); a.signo = Int32(s); a.handler = UInt64(h); a.flags = UInt64(f); a.restorer = 0x7f00_1000_0100
+            a.mask = s == 10 ? 1 << 1 : 0; return a
+        }
+        metadata.entries = [("fixture", "synthetic"), ("purpose", "format conformance")].map { k, v in
+            var e = Ccimg_V1_MetadataEntry(); e.key = k; e.value = v; return e
+        }
+        for step in 1..<max(1, version) { advance(step: step) }
+    }
+
+    /// Version 1's process facts (§5.3 process).
+    static func processInfo() -> Ccimg_V1_ProcessInfo {
+        var process = Ccimg_V1_ProcessInfo()
         process.pid = 4242
         process.ppid = 1
         process.sid = 4242
@@ -115,6 +140,11 @@ public struct SyntheticProcess {
         mm.envStart = 0x7ffd_0000_f020; mm.envEnd = 0x7ffd_0000_f080
         process.mm = mm
 
+        return process
+    }
+
+    /// Version 1's memory map and pages: every role, zero, text-like, random and duplicate pages.
+    static func memoryMap(_ g: inout SeededGenerator) -> [(vma: Ccimg_V1_Vma, pages: [[UInt8]?])] {
         let ps = SyntheticProcess.pageSize
         var data = SyntheticProcess.page { UInt8(truncatingIfNeeded: $0 &* 3) }
         let marker = Array(SyntheticProcess.marker.utf8)
@@ -130,7 +160,7 @@ public struct SyntheticProcess {
             }
         }
         let stack: [[UInt8]?] = [nil, nil, SyntheticProcess.page { _ in 0 }, SyntheticProcess.textPage(99)]
-        memory = [
+        return [
             (SyntheticProcess.vma(0x5555_5555_4000, pages: 2, prot: 5, role: .elfText, path: "/usr/local/bin/fixture", object: "/usr/local/bin/fixture"), [nil, nil]),
             (SyntheticProcess.vma(0x5555_5555_8000, pages: 2, prot: 3, role: .elfData, path: "/usr/local/bin/fixture", object: "/usr/local/bin/fixture", offset: 0x3000),
              [data, SyntheticProcess.page { _ in 0 }]),
@@ -146,12 +176,11 @@ public struct SyntheticProcess {
             (SyntheticProcess.vma(0x7fff_f7fc_1000, pages: 2, prot: 5, role: .vdso, path: "[vdso]"), [SyntheticProcess.textPage(8), SyntheticProcess.textPage(9)]),
         ]
 
-        threads.threads = [
-            SyntheticProcess.thread(tid: 4242, state: .running, rip: 0x5555_5555_4100, name: "fixture"),
-            SyntheticProcess.thread(tid: 4243, state: .inSyscall, rip: 0x7f00_1000_0abc, name: "reader"),
-            SyntheticProcess.thread(tid: 4244, state: .stopped, rip: 0x7f00_1000_0def, name: "stopped"),
-        ]
+    }
 
+    /// Version 1's synchronization objects (§5.3 sync objects).
+    static func syncObjects() -> Ccimg_V1_SyncObjects {
+        var sync = Ccimg_V1_SyncObjects()
         var efd = Ccimg_V1_EventFd(); efd.fd = 5; efd.counter = 7
         var tfd = Ccimg_V1_TimerFd(); tfd.fd = 6; tfd.clockID = 1; tfd.valueNs = 250_000_000; tfd.intervalNs = 500_000_000
         var sfd = Ccimg_V1_SignalFd(); sfd.fd = 9; sfd.mask = 1 << 9
@@ -167,8 +196,11 @@ public struct SyntheticProcess {
         sync.posixTimers = [pt]; sync.intervalTimers = [it]; sync.sysvSemaphores = [sem]
         sync.sysvMessageQueues = [mq]; sync.sysvSharedMemory = [shm]
 
-        handles.handles = SyntheticProcess.handleTable()
+        return sync
+    }
 
+    /// Version 1's sockets: a TCP connection in repair mode and a Unix stream socket.
+    static func socketList() -> [Ccimg_V1_Socket] {
         var s1 = Ccimg_V1_Socket(); s1.inode = 90001; s1.family = 2; s1.type = 1; s1.protocol = 6; s1.state = 1
         s1.localAddress = Data([2, 0, 0x1f, 0x90, 127, 0, 0, 1] + [UInt8](repeating: 0, count: 8))
         s1.peerAddress = Data([2, 0, 0xc3, 0x50, 127, 0, 0, 1] + [UInt8](repeating: 0, count: 8))
@@ -178,8 +210,13 @@ public struct SyntheticProcess {
         s1.receiveQueue = Data("GET / HTTP/1.0\r\n".utf8)
         var s2 = Ccimg_V1_Socket(); s2.inode = 90002; s2.family = 1; s2.type = 1; s2.peerInode = 90003
         s2.localAddress = Data([1, 0] + Array("/run/fixture.sock".utf8))
-        sockets.sockets = [s1, s2]
+        return [s1, s2]
 
+    }
+
+    /// Version 1's console: termios, size and three records of history.
+    static func consoleState() -> Ccimg_V1_Console {
+        var console = Ccimg_V1_Console()
         console.termios = Data((0..<60).map { UInt8($0) })
         console.rows = 24
         console.cols = 80
@@ -188,14 +225,7 @@ public struct SyntheticProcess {
             r.data = Data("step \(i) done\n".utf8); return r
         }
 
-        signals.actions = [(2, 0x5555_5555_4200, 0x0400_0000), (10, 0x5555_5555_4300, 0x1400_0000), (13, 1, 0)].map { s, h, f in
-            var a = Ccimg_V1_SignalAction(); a.signo = Int32(s); a.handler = UInt64(h); a.flags = UInt64(f); a.restorer = 0x7f00_1000_0100
-            a.mask = s == 10 ? 1 << 1 : 0; return a
-        }
-        metadata.entries = [("fixture", "synthetic"), ("purpose", "format conformance")].map { k, v in
-            var e = Ccimg_V1_MetadataEntry(); e.key = k; e.value = v; return e
-        }
-        for step in 1..<max(1, version) { advance(step: step) }
+        return console
     }
 
     static func thread(tid: Int32, state: Ccimg_V1_RunState, rip: UInt64, name: String) -> Ccimg_V1_ThreadState {
