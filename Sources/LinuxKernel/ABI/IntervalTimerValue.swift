@@ -4,7 +4,7 @@
 /// The times are kept in microseconds, as the image holds them (§5.3 IntervalTimer).
 package struct IntervalTimerValue: Equatable, Sendable {
     /// Bytes of the struct.
-    package static let size = 32
+    package static let size = TimerPair.size
     /// `it_interval` in microseconds: the period, 0 for a one-shot timer.
     package var intervalMicroseconds: Int64
     /// `it_value` in microseconds: the time to the next expiry, 0 when disarmed.
@@ -18,15 +18,10 @@ package struct IntervalTimerValue: Equatable, Sendable {
 
     /// Parses the struct from the first ``size`` bytes of `bytes`.
     package init(parsing bytes: [UInt8]) {
-        func time(_ at: Int) -> Int64 { bytes.loadLE(Int64.self, at: at) * 1_000_000 + bytes.loadLE(Int64.self, at: at + 8) }
-        self.init(intervalMicroseconds: time(0), valueMicroseconds: time(16))
+        let times = TimerPair.parse(bytes, unitsPerSecond: 1_000_000)
+        self.init(intervalMicroseconds: times.interval, valueMicroseconds: times.value)
     }
 
-    /// The struct's bytes, as setitimer reads them.
-    package var encoded: [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Self.size)
-        for us in [intervalMicroseconds, valueMicroseconds] { bytes.appendLE(us / 1_000_000); bytes.appendLE(us % 1_000_000) }
-        return bytes
-    }
+    /// The struct's bytes, as the kernel reads them.
+    package var encoded: [UInt8] { TimerPair.encode(interval: intervalMicroseconds, value: valueMicroseconds, unitsPerSecond: 1_000_000) }
 }

@@ -4,7 +4,7 @@
 /// encode. The times are kept in nanoseconds, as the image holds them (§5.3 PosixTimer).
 package struct TimerSpec: Equatable, Sendable {
     /// Bytes of the struct.
-    package static let size = 32
+    package static let size = TimerPair.size
     /// `it_interval` in nanoseconds: the period, 0 for a one-shot timer.
     package var intervalNanoseconds: Int64
     /// `it_value` in nanoseconds: the time to the next expiry, 0 when disarmed.
@@ -18,15 +18,10 @@ package struct TimerSpec: Equatable, Sendable {
 
     /// Parses the struct from the first ``size`` bytes of `bytes`.
     package init(parsing bytes: [UInt8]) {
-        func time(_ at: Int) -> Int64 { bytes.loadLE(Int64.self, at: at) * 1_000_000_000 + bytes.loadLE(Int64.self, at: at + 8) }
-        self.init(intervalNanoseconds: time(0), valueNanoseconds: time(16))
+        let times = TimerPair.parse(bytes, unitsPerSecond: 1_000_000_000)
+        self.init(intervalNanoseconds: times.interval, valueNanoseconds: times.value)
     }
 
-    /// The struct's bytes, as timer_settime reads them.
-    package var encoded: [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Self.size)
-        for ns in [intervalNanoseconds, valueNanoseconds] { bytes.appendLE(ns / 1_000_000_000); bytes.appendLE(ns % 1_000_000_000) }
-        return bytes
-    }
+    /// The struct's bytes, as the kernel reads them.
+    package var encoded: [UInt8] { TimerPair.encode(interval: intervalNanoseconds, value: valueNanoseconds, unitsPerSecond: 1_000_000_000) }
 }
