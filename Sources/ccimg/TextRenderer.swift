@@ -164,7 +164,7 @@ enum TextRenderer {
                 }
             }
         }
-        for kind in ["threads", "handles", "sockets", "signals", "metadata"] {
+        for kind in ["threads", "handles", "fds", "sockets", "signals", "metadata"] {
             guard let d = m[kind] else { continue }
             if case .array(let l)? = d["added"], !l.isEmpty { out += "\(kind) added: \(l.compactMap(scalar).joined(separator: " "))\n" }
             if case .array(let l)? = d["removed"], !l.isEmpty { out += "\(kind) removed: \(l.compactMap(scalar).joined(separator: " "))\n" }

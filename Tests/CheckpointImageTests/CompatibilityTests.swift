@@ -153,6 +153,10 @@ extension CompatibilityTests {
         #expect(result.different)
         #expect(result.report["fds"]?["added"] == .array([.int(30)]))
         #expect(result.report["handles"]?["changed"] == .array([]))
+        // The text output names the new descriptor too.
+        let text = try CCImg.run(["diff", GoldenFixtureTests.golden11("open-files"), dir.file("b.ccimg")])
+        #expect(text.status == 1)
+        #expect(text.stdout.contains("fds added: 30"))
         // 1.0 images have no fd table, and no fds member.
         let full = try ImageChain.open(path: Paths.golden("full"))
         #expect(try ImageDiff.compare(full, full).report["fds"] == nil)
