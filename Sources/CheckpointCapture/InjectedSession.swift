@@ -28,7 +28,7 @@ enum InjectedSession {
         let maps = ProcFS.parseMaps((try? ProcFS.read("/proc/\(pid)/maps")) ?? "")
         guard let first = target.threads.first(where: { !$0.groupStopped }),
               let syscallAddress = SyscallInjector.vdsoSyscallAddress(pid: pid, maps: maps) else {
-            var none: InjectedCalls? = nil
+            var none: RemoteCalls? = nil
             for kind in StateKinds.all { try kind.captureInjected(target, &none, into: &records) }
             records.warnings.append("the process is stopped by a signal: handler addresses, alternate stacks and timers are not captured")
             return outcome
@@ -37,13 +37,15 @@ enum InjectedSession {
         // Every thread that takes calls is parked first (SyscallInjector): a kill -9 of ccpm
         // in the middle leaves them where they were.
         let injected = target.threads.filter { !$0.groupStopped }
-        try injector.withParking(threads: injected, maps: maps) { injector, scratch, parkOther throws(SystemCallError) in
-            var calls: InjectedCalls? = InjectedCalls(injector: injector, scratch: scratch)
-            defer { injector = calls!.injector }
+        try injector.withParking(threads: injected, maps: maps) { injector, data, parkOther throws(SystemCallError) in
+            // One remote-call machinery for capture and restore (decision 0020): the
+            // kinds allocate their results in the parked data area.
+            var calls: RemoteCalls? = RemoteCalls(parked: injector, data: data)
+            defer { injector = calls!.injector(of: injector.tid)! }
             if createUserfaultfd {
                 // userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY), for DirtyTracking.start
                 let flags = Linux.O_CLOEXEC | Linux.O_NONBLOCK | Int32(Linux.UFFD_USER_MODE_ONLY)
-                let fd = try calls!.call(X86Syscall.userfaultfd, [UInt64(flags)])
+                let fd = try calls!.rawCall(X86Syscall.userfaultfd, [UInt64(flags)])
                 guard fd >= 0 else { throw SystemCallError("userfaultfd (injected)", errno: Int32(-fd)) }
                 outcome.userfaultfd = Int32(fd)
             }
@@ -52,15 +54,17 @@ enum InjectedSession {
             for (k, thread) in injected.enumerated() where thread.tid != first.tid {
                 var own = SyscallInjector(pid: pid, tid: thread.tid, syscallAddress: syscallAddress)
                 try parkOther(&own, k)
-                var ownCalls = InjectedCalls(injector: own, scratch: scratch)
+                var ownCalls = RemoteCalls(parked: own, data: data)
                 do throws(SystemCallError) {
                     for kind in StateKinds.all { try kind.captureInThread(&ownCalls, into: &records) }
                 } catch {
-                    try? ownCalls.injector.unpark()    // before its stub is unmapped
+                    own = ownCalls.injector(of: thread.tid)!
+                    try? own.unpark()    // before its stub is unmapped
                     throw error
                 }
-                try ownCalls.injector.finish()
-                outcome.interceptedSignals[thread.tid] = ownCalls.injector.interceptedSignals
+                own = ownCalls.injector(of: thread.tid)!
+                try own.finish()
+                outcome.interceptedSignals[thread.tid] = own.interceptedSignals
             }
             for kind in StateKinds.all { try kind.captureInThread(&calls!, into: &records) }
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CCheckpointKernel
+import Synchronization
 
 /// Where parked calls run (decision 0014): a `syscall; ret` (0f 05 c3) for the call, and
 /// a signal-return trampoline (`mov $15, %rax; syscall`) that the `ret` reaches through
@@ -75,9 +76,11 @@ package struct ParkingGadgets: Sendable {
         var minor: UInt32
         var inode: UInt64
     }
-    private static let librariesLock = Lock()
-    /// The gadgets' file offsets in each C library file read so far (nil: not in it).
-    nonisolated(unsafe) private static var libraries: [LibraryFile: (syscallReturn: UInt64, restorer: UInt64)?] = [:]
+    /// The gadgets' file offsets in each C library file read so far (nil: not in it;
+    /// decision 0017).
+    private static let libraries = Mutex<[LibraryFile: LibraryOffsets?]>([:])
+    /// The gadgets' offsets in one library file.
+    typealias LibraryOffsets = (syscallReturn: UInt64, restorer: UInt64)
 
     /// The gadgets' offsets in the file that `entry` maps, read from that file (its text up
     /// to both, 0.4 MiB of glibc's 1.4) once per file and ccpm; nil when the file cannot
@@ -85,9 +88,9 @@ package struct ParkingGadgets: Sendable {
     /// inode), or lacks either gadget in the mapped range.
     static func libraryOffsets(_ entry: ProcFS.MapsEntry) -> (syscallReturn: UInt64, restorer: UInt64)? {
         let file = LibraryFile(major: entry.device.major, minor: entry.device.minor, inode: entry.inode)
-        if let known = librariesLock.withLock({ libraries[file] }) { return known }
+        if let known = libraries.withLock({ $0[file] }) { return known }
         let found = readOffsets(entry)
-        librariesLock.withLock { libraries[file] = found }
+        libraries.withLock { $0[file] = found }
         return found
     }
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CCheckpointKernel
+import Synchronization
 
 /// Runs system calls inside a stopped thread of the target — the Linux form
 /// of the paper's injected DLL, for what only the process itself can ask the
@@ -203,8 +204,11 @@ package struct SyscallInjector {
         }
         var result = user_regs_struct()
         try kernelCall("ptrace(PTRACE_GETREGS)", cc_ptrace_getregs(tid, &result))
-        SyscallInjector.parkedCalls += 1
-        if SyscallInjector.parkedCalls == SyscallInjector.stopAfterParkedCall { raise(SIGSTOP) }
+        let count = SyscallInjector.parkedCalls.withLock { count in
+            count += 1
+            return count
+        }
+        if count == SyscallInjector.stopAfterParkedCall { raise(SIGSTOP) }
         return Int64(bitPattern: result.rax)
     }
 
@@ -213,16 +217,18 @@ package struct SyscallInjector {
     private static let stopAfterParkedCall: Int? = Host.environment("CCPM_FAULT").flatMap { fault in
         fault.hasPrefix("stop-parked:") ? Int(fault.dropFirst("stop-parked:".count)) : nil
     }
-    nonisolated(unsafe) private static var parkedCalls = 0
+    /// Parked calls made so far by this ccpm, on any thread (for ``stopAfterParkedCall``).
+    private static let parkedCalls = Mutex(0)
 
     /// Writes into the process through /proc/PID/mem, which may write pages the
     /// process cannot (the parking page is read and execute only).
     package func writeForced(_ bytes: [UInt8], at address: UInt64) throws(SystemCallError) {
-        let fd = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemCallError("open(/proc/\(pid)/mem)", errno: errno) }
+        let fd = Int32(try libcCall("open(/proc/\(pid)/mem)", Int(open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC))))
         defer { close(fd) }
-        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(Int64(bitPattern: address))) }
-        guard n == bytes.count else { throw SystemCallError("pwrite(/proc/\(pid)/mem)", errno: n < 0 ? errno : EIO) }
+        let n = try libcCall("pwrite(/proc/\(pid)/mem)", retryingOnInterrupt {
+            bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(Int64(bitPattern: address))) }
+        })
+        guard n == bytes.count else { throw SystemCallError("pwrite(/proc/\(pid)/mem): short", errno: EIO) }
     }
 
     /// Ends injection into this thread. PTRACE_SINGLESTEP leaves the thread's
@@ -271,14 +277,17 @@ package struct SyscallInjector {
 
     /// Bytes of the data area parked calls get for their results.
     package static let dataBytes = 512
+    /// Bytes of the data page mapped when the threads park in a parking page.
+    package static let dataPageBytes = 4096
     /// For tests: CCPM_PARKING=page makes captures use the parking page even where the
     /// threads' stacks would do.
     package static let parkOnStacks = Host.environment("CCPM_PARKING") != "page"
 
     /// Parks this thread (the first of `threads`, the threads that take calls) and runs
-    /// `body` with the address of a data area for results and a function that parks the
-    /// other threads by their index in `threads`; unparks this thread after (the others
-    /// are the caller's to unpark, before `body` returns).
+    /// `body` with the data area for results (to allocate in through ``RemoteCalls``,
+    /// decision 0020) and a function that parks the other threads by their index in
+    /// `threads`; unparks this thread after, and unmaps what it mapped, on every path
+    /// (the others are the caller's to unpark, before `body` returns or throws).
     ///
     /// Where the process's own code has the gadgets (``ParkingGadgets/find(pid:maps:)``)
     /// and every thread's stack has room below its red zone, each frame goes on its
@@ -289,13 +298,14 @@ package struct SyscallInjector {
     /// by an ordinary call (decision 0010): two short windows where a kill -9 of ccpm
     /// would leave the thread with the call's registers.
     package mutating func withParking<R>(threads: [TracedProcess.StoppedThread], maps: [ProcFS.MapsEntry],
-                                 _ body: (inout SyscallInjector, _ data: UInt64,
+                                 _ body: (inout SyscallInjector, _ data: ScratchArea,
                                           _ parkOther: (inout SyscallInjector, Int) throws(SystemCallError) -> Void) throws(SystemCallError) -> R) throws(SystemCallError) -> R {
         if SyscallInjector.parkOnStacks, let gadgets = ParkingGadgets.find(pid: pid, maps: maps),
            try SyscallInjector.stacksHaveRoom(threads, maps: maps, first: tid) {
             try park(gadgets: gadgets, frame: nil, reserve: SyscallInjector.dataBytes)
             defer { try? unpark() }
-            return try body(&self, parkedFrame! - UInt64(SyscallInjector.dataBytes)) { other, _ throws(SystemCallError) in
+            let data = ScratchArea(address: parkedFrame! - UInt64(SyscallInjector.dataBytes), size: UInt64(SyscallInjector.dataBytes))
+            return try body(&self, data) { other, _ throws(SystemCallError) in
                 try other.park(gadgets: gadgets, frame: nil)
             }
         }
@@ -309,10 +319,11 @@ package struct SyscallInjector {
         try writeForced(SyscallInjector.parkingStub, at: UInt64(code))
         let gadgets = ParkingGadgets(syscallReturn: UInt64(code), restorer: UInt64(code) + 3)
         try park(gadgets: gadgets, frame: UInt64(code) + 64)
-        let data = try call(X86Syscall.mmap, [0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0])
+        let dataPage = UInt64(SyscallInjector.dataPageBytes)
+        let data = try call(X86Syscall.mmap, [0, dataPage, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0])
         guard data > 0 else { throw SystemCallError("mmap (injected)", errno: Int32(-data)) }
-        defer { _ = try? call(X86Syscall.munmap, [UInt64(data), 4096]) }
-        return try body(&self, UInt64(data)) { other, k throws(SystemCallError) in
+        defer { _ = try? call(X86Syscall.munmap, [UInt64(data), dataPage]) }
+        return try body(&self, ScratchArea(address: UInt64(data), size: dataPage)) { other, k throws(SystemCallError) in
             try other.park(gadgets: gadgets, frame: UInt64(code) + 64 + UInt64(k * SyscallInjector.parkingFrameBytes))
         }
     }

@@ -101,36 +101,6 @@ package struct CaptureTarget: Sendable {
     }
 }
 
-/// System calls a kind's capture runs inside the parked process (``SyscallInjector``,
-/// decisions 0010 and 0014), in one thread, with a data area for their results.
-package struct InjectedCalls {
-    /// The thread's injector (parked).
-    package var injector: SyscallInjector
-    /// A data area in the process for results (below the first thread's frame, or a page).
-    package let scratch: UInt64
-
-    /// Calls injected into the thread of `injector`, with results at `scratch`.
-    package init(injector: SyscallInjector, scratch: UInt64) {
-        self.injector = injector
-        self.scratch = scratch
-    }
-
-    /// The thread the calls run in.
-    package var tid: Int32 { injector.tid }
-    /// The process.
-    package var pid: Int32 { injector.pid }
-
-    /// Runs `number(args)`; returns rax (a negative errno on failure).
-    package mutating func call(_ number: Int, _ args: [UInt64] = []) throws(SystemCallError) -> Int64 {
-        try injector.call(number, args)
-    }
-
-    /// Reads `count` bytes of the data area back (process_vm_readv).
-    package func readScratch(_ count: Int) throws(SystemCallError) -> [UInt8] {
-        try injector.read(count, at: scratch)
-    }
-}
-
 /// What a kind's restore works on: the new process, traced, with the remote calls
 /// into it, and the image's records.
 package struct RestoreContext {
@@ -163,7 +133,7 @@ package struct RestoreContext {
     /// Notes what was restored only in part.
     package mutating func warn(_ text: String) { warnings.append(text) }
 
-    /// Runs `body` and gives back the scratch arguments it allocated.
+    /// Runs `body` and gives back the scratch arguments it allocated, on every path.
     package mutating func withScratch<R, E: Error>(_ body: (inout RestoreContext) throws(E) -> R) throws(E) -> R {
         let mark = remote.scratchMark
         defer { remote.release(to: mark) }
@@ -189,11 +159,13 @@ package protocol StateKind: Sendable {
     static var sections: [SectionKind] { get }
     /// Reads from outside, every thread stopped, before memory.
     static func captureStopped(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure)
-    /// Runs calls in the first parked thread; `calls` is nil when no thread can take
-    /// calls (the process is stopped by a signal).
-    static func captureInjected(_ target: CaptureTarget, _ calls: inout InjectedCalls?, into records: inout CapturedRecords) throws(SystemCallError)
-    /// Runs calls in each parked thread, for what a thread can only ask of its own.
-    static func captureInThread(_ calls: inout InjectedCalls, into records: inout CapturedRecords) throws(SystemCallError)
+    /// Runs calls in the first parked thread (`remote`'s ``RemoteCalls/defaultThread``,
+    /// results in allocations of its data area, decision 0020); `remote` is nil when no
+    /// thread can take calls (the process is stopped by a signal).
+    static func captureInjected(_ target: CaptureTarget, _ remote: inout RemoteCalls?, into records: inout CapturedRecords) throws(SystemCallError)
+    /// Runs calls in each parked thread (`remote`'s ``RemoteCalls/defaultThread``), for
+    /// what a thread can only ask of its own.
+    static func captureInThread(_ remote: inout RemoteCalls, into records: inout CapturedRecords) throws(SystemCallError)
     /// Reads from outside, after injection.
     static func captureAfterInjection(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure)
     /// Restores process-wide state, from the main thread, before other threads exist.
@@ -204,8 +176,8 @@ package protocol StateKind: Sendable {
 
 extension StateKind {
     package static func captureStopped(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure) {}
-    package static func captureInjected(_ target: CaptureTarget, _ calls: inout InjectedCalls?, into records: inout CapturedRecords) throws(SystemCallError) {}
-    package static func captureInThread(_ calls: inout InjectedCalls, into records: inout CapturedRecords) throws(SystemCallError) {}
+    package static func captureInjected(_ target: CaptureTarget, _ remote: inout RemoteCalls?, into records: inout CapturedRecords) throws(SystemCallError) {}
+    package static func captureInThread(_ remote: inout RemoteCalls, into records: inout CapturedRecords) throws(SystemCallError) {}
     package static func captureAfterInjection(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure) {}
     package static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure) {}
     package static func restoreThreads(into context: inout RestoreContext) throws(StateFailure) {}

@@ -22,10 +22,10 @@ package enum ProcessFactsKind: StateKind {
     // MARK: Capture
 
     /// brk(0): the program break, which /proc does not show.
-    package static func captureInjected(_ target: CaptureTarget, _ calls: inout InjectedCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
-        guard var parked = calls else { return }
-        defer { calls = parked }
-        let currentBreak = try parked.call(X86Syscall.brk, [0])
+    package static func captureInjected(_ target: CaptureTarget, _ remote: inout RemoteCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
+        guard var parked = remote else { return }
+        defer { remote = parked }
+        let currentBreak = try parked.rawCall(X86Syscall.brk, [0])
         if currentBreak > 0 { records.process.mm.brk = UInt64(currentBreak) }
     }
 

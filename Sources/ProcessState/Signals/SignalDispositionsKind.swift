@@ -12,7 +12,7 @@ package enum SignalDispositionsKind: StateKind {
 
     /// The signals the process ignores or catches, each SIG_IGN until rt_sigaction says
     /// more; then, when a thread can take calls, each one's disposition.
-    package static func captureInjected(_ target: CaptureTarget, _ calls: inout InjectedCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
+    package static func captureInjected(_ target: CaptureTarget, _ remote: inout RemoteCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
         let status = ProcFS.parseStatus(try ProcFS.read("/proc/\(target.pid)/status"))
         let ignored = UInt64(status["SigIgn"] ?? "0", radix: 16) ?? 0
         let caught = UInt64(status["SigCgt"] ?? "0", radix: 16) ?? 0
@@ -22,13 +22,16 @@ package enum SignalDispositionsKind: StateKind {
             action.handler = 1   // SIG_IGN, until rt_sigaction says more
             records.signals.actions.append(action)
         }
-        guard var parked = calls else { return }
-        defer { calls = parked }
+        guard var parked = remote else { return }
+        defer { remote = parked }
+        let mark = parked.scratchMark
+        defer { parked.release(to: mark) }
+        let old = try parked.reserve(KernelSigaction.size)
         for i in records.signals.actions.indices {
             let signo = records.signals.actions[i].signo
-            let r = try parked.call(X86Syscall.rtSigaction, [UInt64(signo), 0, parked.scratch, 8])
+            let r = try parked.rawCall(X86Syscall.rtSigaction, [UInt64(signo), 0, old, 8])
             guard r == 0 else { continue }
-            let action = KernelSigaction(parsing: try parked.readScratch(KernelSigaction.size))
+            let action = KernelSigaction(parsing: try parked.get(KernelSigaction.size, at: old))
             records.signals.actions[i].handler = action.handler
             records.signals.actions[i].flags = action.flags
             records.signals.actions[i].restorer = action.restorer

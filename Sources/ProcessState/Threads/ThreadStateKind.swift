@@ -104,11 +104,15 @@ package enum ThreadStateKind: StateKind {
         }
     }
 
-    /// sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS) in the thread itself.
-    package static func captureInThread(_ calls: inout InjectedCalls, into records: inout CapturedRecords) throws(SystemCallError) {
-        guard let index = records.threads.threads.firstIndex(where: { $0.tid == calls.tid }) else { return }
-        if try calls.call(X86Syscall.sigaltstack, [0, calls.scratch]) == 0 {
-            let stack = SignalStack(parsing: try calls.readScratch(SignalStack.size))
+    /// sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS) in the thread itself, each
+    /// result in an allocation of the data area.
+    package static func captureInThread(_ remote: inout RemoteCalls, into records: inout CapturedRecords) throws(SystemCallError) {
+        let tid = remote.defaultThread
+        guard let index = records.threads.threads.firstIndex(where: { $0.tid == tid }) else { return }
+        try remote.withScratch { remote throws(SystemCallError) in
+            let old = try remote.reserve(SignalStack.size)
+            guard try remote.rawCall(X86Syscall.sigaltstack, [0, old]) == 0 else { return }
+            let stack = SignalStack(parsing: try remote.get(SignalStack.size, at: old))
             if stack.sp != 0 || stack.size != 0 {
                 var alt = Ccimg_V1_AltStack()
                 alt.sp = stack.sp
@@ -117,8 +121,10 @@ package enum ThreadStateKind: StateKind {
                 records.threads.threads[index].altStack = alt
             }
         }
-        if try calls.call(X86Syscall.prctl, [UInt64(Linux.PR_GET_TID_ADDRESS), calls.scratch]) == 0 {
-            records.threads.threads[index].tidAddress = try calls.readScratch(8).loadLE(UInt64.self, at: 0)
+        try remote.withScratch { remote throws(SystemCallError) in
+            let address = try remote.reserve(8)
+            guard try remote.rawCall(X86Syscall.prctl, [UInt64(Linux.PR_GET_TID_ADDRESS), address]) == 0 else { return }
+            records.threads.threads[index].tidAddress = try remote.get(8, at: address).loadLE(UInt64.self, at: 0)
         }
     }
 

@@ -13,12 +13,17 @@ package enum TimersKind: StateKind {
 
     // MARK: Capture
 
-    package static func captureInjected(_ target: CaptureTarget, _ calls: inout InjectedCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
-        guard var parked = calls else { return }
-        defer { calls = parked }
+    /// getitimer for each interval timer and timer_gettime for each POSIX timer, results
+    /// in allocations of the data area.
+    package static func captureInjected(_ target: CaptureTarget, _ remote: inout RemoteCalls?, into records: inout CapturedRecords) throws(SystemCallError) {
+        guard var parked = remote else { return }
+        defer { remote = parked }
+        let mark = parked.scratchMark
+        defer { parked.release(to: mark) }
+        let itimer = try parked.reserve(IntervalTimerValue.size)
         for which in 0..<3 {
-            guard try parked.call(X86Syscall.getitimer, [UInt64(which), parked.scratch]) == 0 else { continue }
-            let value = IntervalTimerValue(parsing: try parked.readScratch(IntervalTimerValue.size))
+            guard try parked.rawCall(X86Syscall.getitimer, [UInt64(which), itimer]) == 0 else { continue }
+            let value = IntervalTimerValue(parsing: try parked.get(IntervalTimerValue.size, at: itimer))
             guard value.intervalMicroseconds != 0 || value.valueMicroseconds != 0 else { continue }
             var t = Ccimg_V1_IntervalTimer()
             t.which = Int32(which)
@@ -26,9 +31,10 @@ package enum TimersKind: StateKind {
             t.valueUs = value.valueMicroseconds
             records.sync.intervalTimers.append(t)
         }
+        let current = try parked.reserve(TimerSpec.size)
         for var timer in posixTimers(pid: target.pid) {
-            guard try parked.call(X86Syscall.timerGettime, [UInt64(timer.id), parked.scratch]) == 0 else { continue }
-            let spec = TimerSpec(parsing: try parked.readScratch(TimerSpec.size))
+            guard try parked.rawCall(X86Syscall.timerGettime, [UInt64(timer.id), current]) == 0 else { continue }
+            let spec = TimerSpec(parsing: try parked.get(TimerSpec.size, at: current))
             timer.intervalNs = spec.intervalNanoseconds
             timer.valueNs = spec.valueNanoseconds
             records.sync.posixTimers.append(timer)
