@@ -94,13 +94,7 @@ enum StepFailure: Error {
     case failed(RestoreError)
 
     /// A kind's failure (``StateFailure``), to be classified by the runner.
-    init(_ failure: StateFailure) {
-        switch failure {
-        case .system(let e): self = .cause(.system(e))
-        case .image(let e): self = .cause(.image(e))
-        case .state(let e): self = .cause(.state(e))
-        }
-    }
+    init(_ failure: StateFailure) { self = .cause(failure) }
 
     /// The error of a step that still throws untyped errors (the descriptors' restore,
     /// whose code throws only these types).
