@@ -32,24 +32,10 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    /// What lies behind a failure, as a typed value.
-    public enum Cause: Sendable, CustomStringConvertible {
-        /// A system call failed.
-        case system(SystemCallError)
-        /// The image (or its parent) could not be written or read.
-        case image(ImageError)
-        /// The state cannot be captured.
-        case state(StateError)
-
-        /// The cause's own description.
-        public var description: String {
-            switch self {
-            case .system(let e): e.description
-            case .image(let e): e.description
-            case .state(let e): e.description
-            }
-        }
-    }
+    /// What lies behind a failure, as a typed value: a system call, the image (or its
+    /// parent) that could not be written or read, or the state itself. One classification
+    /// of causes for captures, restores and kinds of state (``StateFailure``).
+    public typealias Cause = StateFailure
 
     /// The class of failure; each has its own exit status.
     public var code: Code
@@ -82,6 +68,17 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
         case .notPermitted, .permissionDenied: CaptureError(.permissionDenied, "not permitted to \(what); run as root or as the process's owner with ptrace allowed",
                                          pid: pid, cause: .system(error))
         default: CaptureError(.kernel, "cannot \(what)", pid: pid, cause: .system(error))
+        }
+    }
+
+    /// Classifies a failure of the capture's stages (``StateFailure``): a system call as
+    /// ``from(_:pid:doing:)``, an image error as one raised while writing, state this
+    /// version cannot capture as `.unsupported`.
+    static func from(_ failure: StateFailure, pid: Int32, doing what: String) -> CaptureError {
+        switch failure {
+        case .system(let e): from(e, pid: pid, doing: what)
+        case .image(let e): from(e, pid: pid)
+        case .state(let e): CaptureError(.unsupported, e.message, pid: pid, cause: .state(e))
         }
     }
 

@@ -23,27 +23,32 @@ extension Checkpointer {
     /// threads, regions, memory (first, so that its frames are compressed on the other cores
     /// while the rest is read; the stacks are found from the threads' stack pointers),
     /// injected, process, handles.
-    static func readState(_ plan: borrowing CapturePlan, _ frozen: inout FrozenProcess, start: UInt64) throws -> CapturedState {
+    static func readState(_ plan: borrowing CapturePlan, _ frozen: inout FrozenProcess, start: UInt64) throws(StateFailure) -> CapturedState {
         let pid = plan.pid
         let target = CaptureTarget(pid: pid, threads: frozen.threads)
         var state = CapturedState()
         for kind in StateKinds.all { try kind.captureStopped(target, into: &state.records) }
         phase("threads", since: start)
-        try readMemory(plan, &state, start: start)
+        try untypedCall { try readMemory(plan, &state, start: start) }
 
         // Injected reads: they resume and re-stop the threads they use, many times over,
         // so no compression starts meanwhile. A new tracker's userfaultfd is created
         // with the other injected calls.
         let startsTracker = plan.startsTracker
-        let injected = try plan.writer.withCompressionPaused { () throws(SystemCallError) -> InjectedSession.Outcome in
-            try InjectedSession.run(target, into: &state.records, createUserfaultfd: startsTracker)
-        }
+        let injected: InjectedSession.Outcome
+        do throws(SystemCallError) {
+            injected = try plan.writer.withCompressionPaused { () throws(SystemCallError) -> InjectedSession.Outcome in
+                try InjectedSession.run(target, into: &state.records, createUserfaultfd: startsTracker)
+            }
+        } catch { throw .system(error) }
         state.userfaultfd = injected.userfaultfd
         frozen.noteIntercepted(injected.interceptedSignals)
         phase("injected", since: start)
         for kind in StateKinds.all { try kind.captureAfterInjection(target, into: &state.records) }
         phase("process", since: start)
-        try captureDescriptors(pid: pid, pidfd: plan.process.descriptor, into: &state.records)
+        do throws(SystemCallError) { try captureDescriptors(pid: pid, pidfd: plan.process.descriptor, into: &state.records) } catch {
+            throw .system(error)
+        }
         phase("handles", since: start)
         return state
     }
@@ -101,25 +106,26 @@ extension Checkpointer {
     /// With `--track`: new VMAs join the tracker this increment read, or the tracker
     /// already in the process starts its count afresh, or a tracker starts (on the
     /// userfaultfd injection created). The note to save once the image is written.
-    static func startTracking(_ plan: borrowing CapturePlan, _ state: CapturedState) throws -> DirtyTracking.Note? {
+    static func startTracking(_ plan: borrowing CapturePlan, _ state: CapturedState) throws(StateFailure) -> DirtyTracking.Note? {
         guard plan.options.track else { return nil }
         let pid = plan.pid, pidfd = plan.process.descriptor
         if let note = plan.note {
-            try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: state.untracked)
+            try untypedCall { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: state.untracked) }
             return note
         }
         if let existing = plan.existing {
             // Tracking already runs in this process: start its count afresh from this image.
             let all = state.regions.filter(DirtyTracking.isTrackable).map { ($0.vma.start, $0.vma.end - $0.vma.start) }
-            try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all)
+            try untypedCall { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all) }
             return existing
         }
-        return try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: state.userfaultfd, regions: state.regions)
+        let userfaultfd = state.userfaultfd, regions = state.regions
+        return try untypedCall { try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: userfaultfd, regions: regions) }
     }
 
     /// Saves the tracking note naming the new image, with where each image of its chain is
     /// and how it looked when verified.
-    static func record(_ note: DirtyTracking.Note, of image: ImageWriteSummary, _ plan: borrowing CapturePlan) throws {
+    static func record(_ note: DirtyTracking.Note, of image: ImageWriteSummary, _ plan: borrowing CapturePlan) throws(StateFailure) {
         var newNote = note
         newNote.imageUUID = image.uuid.description
         // The parent chain was verified (or vouched for) above; the new image as it was written.
@@ -136,6 +142,23 @@ extension Checkpointer {
             return ProcessHandle.resolvedPath(path).map { (uuid, $0) }
         })
         // Notes of processes that are gone are swept when a tracker starts, not at every increment.
-        try newNote.save(pid: plan.pid, pruning: plan.note == nil)
+        let pid = plan.pid, pruning = plan.note == nil
+        try untypedCall { try newNote.save(pid: pid, pruning: pruning) }
+    }
+
+    // TODO(merge): typed once DirtyTracking is (and MemoryCapture's reads): then this adapter goes.
+    /// Calls a capture function that still throws untyped, with its error as the typed
+    /// cause it is: those functions throw only `SystemCallError` and `ImageError`, so any
+    /// other error is a programmer error and traps.
+    static func untypedCall<T>(_ body: () throws -> T) throws(StateFailure) -> T {
+        do { return try body() } catch let error as SystemCallError {
+            throw .system(error)
+        } catch let error as ImageError {
+            throw .image(error)
+        } catch let error as StateFailure {
+            throw error
+        } catch {
+            preconditionFailure("a capture function threw an error of no known type: \(error)")
+        }
     }
 }

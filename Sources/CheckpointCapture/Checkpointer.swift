@@ -1,6 +1,7 @@
 import CheckpointImage
 import LinuxKernel
 import ProcessState
+import Synchronization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -123,10 +124,11 @@ public enum Checkpointer {
     /// The warm-up, started by the first capture of this ccpm (for its process): later ones
     /// (a `ccpm track` session's) find that code warm already, and the gadgets of a C library
     /// file already found. Never joined: it ends in a few milliseconds, and nothing waits for it.
-    nonisolated(unsafe) private static var warmingUp: JoinableThread? = nil
-    private static let warmingUpLock = Lock()
+    /// Guarded by a `Mutex` (spec/decisions/0017-threading-model.md): concurrent captures
+    /// (tests) start it once.
+    private static let warmingUp = Mutex<JoinableThread?>(nil)
     static func startWarmUp(pid: Int32) {
-        warmingUpLock.withLock { if warmingUp == nil { warmingUp = JoinableThread { warmUp(pid: pid) } } }
+        warmingUp.withLock { thread in if thread == nil { thread = JoinableThread { warmUp(pid: pid) } } }
     }
 
     /// This machine (§3.2 MachineFacts): uname(2), XCR0, CPU count.
@@ -156,31 +158,17 @@ public enum Checkpointer {
         phase("prepared", since: start)
         let frozen = try FrozenProcess(seizing: pid)
         phase("seized", since: start)
-        do {
+        do throws(StateFailure) {
             return try capture(plan, frozen, start: start)
-        } catch let error as CaptureError {
-            throw error
-        } catch let error as StateFailure {
-            switch error {
-            case .system(let e): throw CaptureError.from(e, pid: pid, doing: "read the process state")
-            case .image(let e): throw CaptureError.from(e, pid: pid)
-            case .state(let e): throw CaptureError(.unsupported, e.message, pid: pid, cause: .state(e))
-            }
-        } catch let error as SystemCallError {
-            throw CaptureError.from(error, pid: pid, doing: "read the process state")
-        } catch let error as ImageError {
-            throw CaptureError.from(error, pid: pid)
         } catch {
-            // Not reached: the stages throw only the types above (DirtyTracking's note and
-            // MemoryCapture's reads are not typed yet).
-            throw CaptureError(.kernel, "capture failed (\(error))", pid: pid)
+            throw CaptureError.from(error, pid: pid, doing: "read the process state")
         }
     }
 
     /// The capture of a frozen process: its state, tracking for the next increment, the
     /// thaw (as soon as the state is read, for a process that lives on), the sections, the
     /// tracking note; then a migrating process is killed. `frozen` thaws on every failure.
-    static func capture(_ plan: borrowing CapturePlan, _ frozen: consuming FrozenProcess, start: UInt64) throws -> CheckpointSummary {
+    static func capture(_ plan: borrowing CapturePlan, _ frozen: consuming FrozenProcess, start: UInt64) throws(StateFailure) -> CheckpointSummary {
         var state = try readState(plan, &frozen, start: start)
         // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
         let newNote = try startTracking(plan, state)
@@ -197,8 +185,11 @@ public enum Checkpointer {
         }
         // The sections follow the frames (any order is valid, §2).
         state.records.metadata = [("tracking-mode", plan.mode.rawValue), ("captured-by", "ccpm checkpoint")]
-        for section in CapturedRecords.sections { try section.write(state.records, plan.writer) }
-        let image = try plan.writer.finish()
+        let image: ImageWriteSummary
+        do throws(ImageError) {
+            for section in CapturedRecords.sections { try section.write(state.records, plan.writer) }
+            image = try plan.writer.finish()
+        } catch { throw .image(error) }
         phase("finished", since: start)
         if let newNote { try record(newNote, of: image, plan) }
         let frozenAt = frozen.frozenAt

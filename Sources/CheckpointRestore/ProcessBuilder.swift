@@ -2,7 +2,6 @@ import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
-import CCheckpointKernel
 import LinuxKernel
 import ProcessState
 import CheckpointImage

@@ -25,24 +25,10 @@ public struct RestoreError: Error, CustomStringConvertible, Sendable {
     public var message: String
     /// The image error behind a `.image` failure, whose class sets the exit status.
     public var imageError: ImageError?
-    /// What lies behind a failure, as a typed value.
-    public enum Cause: Sendable, CustomStringConvertible {
-        /// A system call failed.
-        case system(SystemCallError)
-        /// The image (or a part of it, as the vdso's ELF object) cannot be used.
-        case image(ImageError)
-        /// The state cannot come back here.
-        case state(StateError)
-
-        /// The cause's own description.
-        public var description: String {
-            switch self {
-            case .system(let e): e.description
-            case .image(let e): e.description
-            case .state(let e): e.description
-            }
-        }
-    }
+    /// What lies behind a failure, as a typed value: a system call, the image (or a part
+    /// of it, as the vdso's ELF object), or the state that cannot come back here. One
+    /// classification of causes for captures, restores and kinds of state (``StateFailure``).
+    public typealias Cause = StateFailure
 
     /// The system call or image error behind it, when there is one.
     public var cause: Cause?
@@ -108,13 +94,7 @@ enum StepFailure: Error {
     case failed(RestoreError)
 
     /// A kind's failure (``StateFailure``), to be classified by the runner.
-    init(_ failure: StateFailure) {
-        switch failure {
-        case .system(let e): self = .cause(.system(e))
-        case .image(let e): self = .cause(.image(e))
-        case .state(let e): self = .cause(.state(e))
-        }
-    }
+    init(_ failure: StateFailure) { self = .cause(failure) }
 
     /// The error of a step that still throws untyped errors (the descriptors' restore,
     /// whose code throws only these types).

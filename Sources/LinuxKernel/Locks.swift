@@ -6,8 +6,8 @@ import Musl
 
 /// A mutual-exclusion lock (pthread_mutex_t) for state shared between threads.
 ///
-/// Kept for the code that still uses it (capture's warm-up, parking gadgets, the
-/// syscall injector); new code uses `Synchronization.Mutex`, or ``ConditionMutex``
+/// Kept for the code that still uses it (the parking gadgets, the tracer);
+/// new code uses `Synchronization.Mutex`, or ``ConditionMutex``
 /// where a thread must wait (spec/decisions/0017-threading-model.md).
 package final class Lock: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -30,8 +30,9 @@ package final class Lock: @unchecked Sendable {
 }
 
 /// A lock with a condition variable (pthread_cond_t): `wait` releases the
-/// lock until another thread calls `broadcast`. Kept for the restore's prefetcher;
-/// new code uses ``ConditionMutex``, which owns the state it guards (decision 0017).
+/// lock until another thread calls `broadcast`. The storage of ``ConditionMutex``, and
+/// kept for the restore's prefetcher; new code uses ``ConditionMutex``, which owns the
+/// state it guards (decision 0017).
 package final class Condition: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -47,10 +48,13 @@ package final class Condition: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// pthread_mutex_lock.
     package func lock() { pthread_mutex_lock(mutex) }
+    /// pthread_mutex_unlock.
     package func unlock() { pthread_mutex_unlock(mutex) }
-    /// Waits for a `broadcast`; the caller holds the lock.
+    /// Waits for a `broadcast` (pthread_cond_wait); the caller holds the lock.
     package func wait() { pthread_cond_wait(condition, mutex) }
+    /// Wakes every waiter (pthread_cond_broadcast).
     package func broadcast() { pthread_cond_broadcast(condition) }
 }
 

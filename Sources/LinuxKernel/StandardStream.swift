@@ -8,6 +8,9 @@ import CCheckpointKernel
 package enum StandardStream {
     case output, error
 
+    /// Whether the stream is a terminal, isatty(3) (progress bars are drawn only on one).
+    package var isTerminal: Bool { isatty(self == .output ? STDOUT_FILENO : STDERR_FILENO) != 0 }
+
     /// Writes all of `text`; a closed stream (EPIPE) loses the rest silently, as `print` does.
     package func write(_ text: String) {
         let fd: Int32 = self == .output ? STDOUT_FILENO : STDERR_FILENO

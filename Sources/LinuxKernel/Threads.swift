@@ -13,28 +13,19 @@ import Musl
 /// places that wait — the frame pool's compression workers and its writer, the restore's
 /// prefetcher — use this one type, whose value can only be reached with the lock held.
 package final class ConditionMutex<Value: ~Copyable>: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// The mutex and condition variable (``Condition``), guarding `value`.
+    private let condition = Condition()
     private var value: Value
 
     /// A lock guarding `value`.
     package init(_ value: consuming Value) {
         self.value = value
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
     }
 
     /// Runs `body` on the value with the lock held (pthread_mutex_lock).
     package func withLock<R: ~Copyable, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        condition.lock()
+        defer { condition.unlock() }
         return try body(&value)
     }
 
@@ -42,15 +33,15 @@ package final class ConditionMutex<Value: ~Copyable>: @unchecked Sendable {
     /// then runs `body` on it with the lock held.
     package func withLock<R: ~Copyable, E: Error>(when ready: (borrowing Value) -> Bool,
                                                    _ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while !ready(value) { pthread_cond_wait(condition, mutex) }
+        condition.lock()
+        defer { condition.unlock() }
+        while !ready(value) { condition.wait() }
         return try body(&value)
     }
 
     /// Wakes every waiting thread (pthread_cond_broadcast) to check its condition again;
     /// call it after changing the value, with or without the lock.
-    package func broadcast() { pthread_cond_broadcast(condition) }
+    package func broadcast() { condition.broadcast() }
 }
 
 /// Scheduling policy of the calling thread.

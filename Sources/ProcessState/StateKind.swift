@@ -2,7 +2,9 @@ import CheckpointImage
 import LinuxKernel
 
 /// Why a kind of state could not be captured or restored, with its cause as a typed
-/// value (a system call, the image, or the state itself), never as text.
+/// value (a system call, the image, or the state itself), never as text. It is also
+/// the `Cause` of a capture's and a restore's error (`CaptureError.Cause`,
+/// `RestoreError.Cause`): one classification of causes (issue #13, point 5).
 public enum StateFailure: Error, Sendable, CustomStringConvertible {
     /// A system call failed (its errno classifies the failure).
     case system(SystemCallError)

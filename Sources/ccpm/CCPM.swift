@@ -1,9 +1,9 @@
-import Glibc
 import ArgumentParser
 import CheckpointCapture
 import CheckpointImage
 import LinuxKernel
 import CheckpointRestore
+import Synchronization
 
 /// `ccpm`: checkpoint (and later restore) live processes.
 @main
@@ -44,7 +44,7 @@ struct Checkpoint: ParsableCommand {
         options.parentPath = parent
         options.track = track
         options.storeDirectories = store
-        if isatty(2) != 0 { options.progress = ProgressBar.show }
+        if StandardStream.error.isTerminal { options.progress = ProgressBar.show }
         do {
             let out: ImageOutput
             do {
@@ -92,7 +92,7 @@ struct Track: ParsableCommand {
             // Made first: SIGINT and SIGTERM are blocked from here on, for every thread.
             let triggers = try SessionTriggers(every: every, onInput: onInput)
             let session = try TrackingSession(pid: pid, directory: output)
-            let progress: (@Sendable (UInt64, UInt64) -> Void)? = isatty(2) != 0 ? ProgressBar.show : nil
+            let progress: (@Sendable (UInt64, UInt64) -> Void)? = StandardStream.error.isTerminal ? ProgressBar.show : nil
             while true {
                 let summary = try session.takeImage(progress: progress)
                 Summary.report(summary, output: session.path(ofImage: session.imagesWritten - 1))
@@ -133,7 +133,7 @@ struct Restore: ParsableCommand {
             do { spooled = image == "-" ? try StandardInputSpool.spool(prefix: "ccpm-restore") : nil } catch {
                 throw RestoreError(error)
             }
-            defer { if let spooled { unlink(spooled) } }
+            defer { if let spooled { try? FileSystem.unlink(spooled) } }
             let summary = try Restorer.restore(path: spooled ?? image, options: options)
             for warning in summary.warnings { StandardStream.error.write("ccpm: warning: \(warning)\n") }
             let namespace = summary.inNewNamespace ? " (pid \(summary.imagePID) in a new PID namespace)" : ""
@@ -181,13 +181,18 @@ enum Summary {
 
 /// A one-line progress bar on standard error, shown only on a terminal.
 enum ProgressBar {
-    nonisolated(unsafe) static var last = -1
+    /// The percentage last shown, -1 when none is: the capture's reader threads report
+    /// progress, so it is behind a `Mutex` (spec/decisions/0017-threading-model.md).
+    private static let last = Mutex(-1)
 
     @Sendable static func show(done: UInt64, total: UInt64) {
         guard total >= 64 << 20 else { return }
         let percent = Int(done * 100 / max(total, 1))
-        guard percent != last else { return }
-        last = percent
+        let changed = last.withLock { last in
+            defer { last = percent }
+            return last != percent
+        }
+        guard changed else { return }
         let width = 30
         let filled = width * percent / 100
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
@@ -195,7 +200,10 @@ enum ProgressBar {
     }
 
     static func clear() {
-        if last >= 0 { StandardStream.error.write("\r\u{1b}[K") }
-        last = -1
+        let shown = last.withLock { last in
+            defer { last = -1 }
+            return last >= 0
+        }
+        if shown { StandardStream.error.write("\r\u{1b}[K") }
     }
 }
