@@ -25,7 +25,7 @@ extension Checkpointer {
     /// injected, process, handles.
     static func readState(_ plan: borrowing CapturePlan, _ frozen: inout FrozenProcess, start: UInt64) throws(StateFailure) -> CapturedState {
         let pid = plan.pid
-        let target = CaptureTarget(pid: pid, threads: frozen.threads)
+        let target = CaptureTarget(pid: pid, threads: frozen.threads, pidfd: plan.process.descriptor)
         var state = CapturedState()
         for kind in StateKinds.all { try kind.captureStopped(target, into: &state.records) }
         phase("threads", since: start)
@@ -44,10 +44,11 @@ extension Checkpointer {
         state.userfaultfd = injected.userfaultfd
         frozen.noteIntercepted(injected.interceptedSignals)
         phase("injected", since: start)
-        for kind in StateKinds.all { try kind.captureAfterInjection(target, into: &state.records) }
-        phase("process", since: start)
-        do throws(SystemCallError) { try captureDescriptors(pid: pid, pidfd: plan.process.descriptor, into: &state.records) } catch {
-            throw .system(error)
+        // The process facts, then the descriptors (``DescriptorsKind``, last in the table):
+        // the phase "process" ends where the descriptors' ("handles") begins.
+        for kind in StateKinds.all {
+            if ObjectIdentifier(kind) == ObjectIdentifier(DescriptorsKind.self) { phase("process", since: start) }
+            try kind.captureAfterInjection(target, into: &state.records)
         }
         phase("handles", since: start)
         return state
@@ -86,21 +87,6 @@ extension Checkpointer {
         state.regions = regions
         state.untracked = untracked
         phase("memory", since: start)
-    }
-
-    /// The descriptors and the objects behind them (``DescriptorTable``), into the records;
-    /// the timers' fields of the sync objects are the timers kind's.
-    /// (The descriptors' own change registers them as a kind of ``StateKinds``.)
-    static func captureDescriptors(pid: Int32, pidfd: Int32, into records: inout CapturedRecords) throws(SystemCallError) {
-        let handles = try DescriptorTable.capture(pid: pid, pidfd: pidfd)
-        records.warnings += handles.warnings
-        var sync = handles.sync
-        sync.intervalTimers = records.sync.intervalTimers
-        sync.posixTimers = records.sync.posixTimers
-        records.sync = sync
-        records.handles = handles.handleTable
-        records.sockets = handles.sockets
-        records.console = handles.console()
     }
 
     /// With `--track`: new VMAs join the tracker this increment read, or the tracker

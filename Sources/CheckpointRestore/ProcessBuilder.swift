@@ -52,16 +52,6 @@ struct ProcessBuilder {
 
     mutating func warn(_ text: String) { context.warn(text) }
 
-    /// File descriptors and the objects behind them (``DescriptorRestore``).
-    mutating func restoreHandles() throws {
-        var descriptors = DescriptorRestore(table: image.openFiles, remote: remote)
-        defer {
-            remote = descriptors.remote
-            context.warnings += descriptors.warnings
-        }
-        try descriptors.restore()
-    }
-
     /// One named step of a restore (issue #13, point 5): the name is what an error
     /// says could not be done (`cannot <name>`), and what CCPM_PHASES-like tracing would print.
     struct Step {
@@ -85,7 +75,10 @@ struct ProcessBuilder {
         steps += [
             Step(name: "set the mm fields (PR_SET_MM_MAP)") { b throws(StepFailure) in try b.setMmFields() },
             Step(name: "recreate the file descriptors") { b throws(StepFailure) in
-                do { try b.restoreHandles() } catch { throw StepFailure(untyped: error) }
+                let files = b.image.openFiles
+                do throws(StateFailure) {
+                    for kind in StateKinds.all { try kind.restoreDescriptors(files, into: &b.context) }
+                } catch { throw StepFailure(error) }
             },
             Step(name: "restore signal dispositions, timers, cwd, umask and rlimits") { b throws(StepFailure) in
                 do throws(StateFailure) { try b.restoreProcessState() } catch { throw StepFailure(error) }

@@ -96,19 +96,6 @@ enum StepFailure: Error {
     /// A kind's failure (``StateFailure``), to be classified by the runner.
     init(_ failure: StateFailure) { self = .cause(failure) }
 
-    /// The error of a step that still throws untyped errors (the descriptors' restore,
-    /// whose code throws only these types).
-    init(untyped error: any Error) {
-        switch error {
-        case let e as SystemCallError: self = .cause(.system(e))
-        case let e as ImageError: self = .cause(.image(e))
-        case let e as StateError: self = .cause(.state(e))
-        case let e as StateFailure: self.init(e)
-        case let e as RestoreError: self = .failed(e)
-        default: self = .failed(RestoreError(.kernel, "unexpected \(type(of: error)): \(error)"))
-        }
-    }
-
     /// The restore error of a step named `step` that failed this way.
     func error(doing step: String) -> RestoreError {
         switch self {

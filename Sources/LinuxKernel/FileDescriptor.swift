@@ -207,6 +207,9 @@ package enum FileSystem {
     /// sync(2): every file system's dirty data on its way to disk.
     package static func syncAll() { sync() }
 
+    /// access(2) F_OK: whether something is at `path` (a dangling symbolic link is not).
+    package static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
     /// stat(2) of `path`: its size, or nil when nothing is there.
     package static func size(of path: String) -> UInt64? {
         var st = stat()

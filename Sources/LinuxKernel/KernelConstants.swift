@@ -93,3 +93,29 @@ package enum KernelErrno {
     package static let restartNoHand: Int64 = -514
     package static let restartRestartBlock: Int64 = -516
 }
+
+/// open(2), fcntl(2), lseek(2) and eventfd(2) constants the descriptors' capture and
+/// restore pass to injected calls (uapi asm-generic/fcntl.h, linux/fs.h, linux/eventfd.h,
+/// linux/eventpoll.h), x86-64.
+package enum DescriptorFlags {
+    package static let O_RDONLY: UInt32 = 0
+    package static let O_WRONLY: UInt32 = 1
+    package static let O_ACCMODE: UInt32 = 3
+    package static let O_CREAT: UInt32 = 0o100
+    package static let O_EXCL: UInt32 = 0o200
+    package static let O_NOCTTY: UInt32 = 0o400
+    package static let O_TRUNC: UInt32 = 0o1000
+    package static let O_APPEND: UInt32 = 0o2000
+    package static let O_NONBLOCK: UInt32 = 0o4000
+    package static let O_ASYNC: UInt32 = 0o20000            // FASYNC
+    package static let O_DIRECT: UInt32 = 0o40000
+    package static let O_NOATIME: UInt32 = 0o1000000
+    package static let O_CLOEXEC: UInt32 = 0o2000000
+    package static let FD_CLOEXEC: UInt32 = 1
+    package static let F_DUPFD: UInt64 = 0
+    package static let F_SETFL: UInt64 = 4
+    package static let SEEK_SET: UInt64 = 0
+    package static let AT_FDCWD: Int64 = -100
+    package static let EFD_SEMAPHORE: UInt64 = 1
+    package static let EPOLL_CTL_ADD: UInt64 = 1
+}

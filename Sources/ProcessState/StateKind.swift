@@ -95,11 +95,14 @@ package struct CaptureTarget: Sendable {
     package let pid: Int32
     /// Its threads as the seize found them, main thread first.
     package let threads: [TracedProcess.StoppedThread]
+    /// Its pidfd (pidfd_open(2), the capture plan's), for pidfd_getfd(2); -1 when none.
+    package let pidfd: Int32
 
-    /// The target `pid` with its stopped `threads`.
-    package init(pid: Int32, threads: [TracedProcess.StoppedThread]) {
+    /// The target `pid` with its stopped `threads` and its `pidfd`.
+    package init(pid: Int32, threads: [TracedProcess.StoppedThread], pidfd: Int32 = -1) {
         self.pid = pid
         self.threads = threads
+        self.pidfd = pidfd
     }
 }
 
@@ -174,6 +177,10 @@ package protocol StateKind: Sendable {
     static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure)
     /// Restores per-thread state, every thread created, before registers are set.
     static func restoreThreads(into context: inout RestoreContext) throws(StateFailure)
+    /// Recreates file descriptors from the image's open file table `files`, after the
+    /// memory and mm fields, before the process-wide state (the step "recreate the
+    /// file descriptors").
+    static func restoreDescriptors(_ files: OpenFileTable, into context: inout RestoreContext) throws(StateFailure)
 }
 
 extension StateKind {
@@ -183,6 +190,7 @@ extension StateKind {
     package static func captureAfterInjection(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure) {}
     package static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure) {}
     package static func restoreThreads(into context: inout RestoreContext) throws(StateFailure) {}
+    package static func restoreDescriptors(_ files: OpenFileTable, into context: inout RestoreContext) throws(StateFailure) {}
 }
 
 /// The table of kinds: the orchestrators find every kind of state here. Adding a kind
@@ -192,5 +200,6 @@ package enum StateKinds {
     /// process's credentials are set after the threads' own state).
     package static let all: [any StateKind.Type] = [
         ThreadStateKind.self, ProcessFactsKind.self, SignalDispositionsKind.self, TimersKind.self,
+        DescriptorsKind.self,
     ]
 }

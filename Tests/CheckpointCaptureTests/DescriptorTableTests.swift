@@ -1,4 +1,5 @@
 import CheckpointImage
+import LinuxKernel
 import ProcessState
 import Testing
 #if canImport(Glibc)
@@ -10,10 +11,8 @@ import Glibc
 /// that restores it.
 @Suite struct DescriptorTableTests {
     static func probe(_ link: String, mode: mode_t = 0, rdev: UInt64 = 0) -> DescriptorProbe {
-        var st = stat()
-        st.st_mode = mode
-        st.st_rdev = __dev_t(rdev)
-        return DescriptorProbe(fd: 3, link: link, fdinfo: [("pos", "0"), ("flags", "02")], status: mode == 0 ? nil : st)
+        let status = FileStatus(mode: mode, rdev: rdev)
+        return DescriptorProbe(fd: 3, link: link, fdinfo: [("pos", "0"), ("flags", "02")], status: mode == 0 ? nil : status)
     }
 
     @Test func descriptorsAreClassifiedByLinkModeAndDevice() {

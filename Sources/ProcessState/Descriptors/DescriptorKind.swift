@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
@@ -25,7 +22,7 @@ package protocol DescriptorKind {
     static func inheritsStandardDescriptor(_ object: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool
     /// Creates the object in the process being restored (injected calls) and
     /// returns its descriptor there, or nil when it is not restored (a warning says so).
-    static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64?
+    static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64?
     /// Whether the saved status flags (O_APPEND, O_NONBLOCK, …) are set again with
     /// fcntl(F_SETFL) once the object is at its numbers.
     static var setsStatusFlags: Bool { get }
@@ -38,6 +35,19 @@ extension DescriptorKind {
     package static var setsStatusFlags: Bool { false }
 }
 
+/// A kind recognised by its /proc link text alone, an anonymous inode
+/// (`anon_inode:[eventfd]`, …): it is of the first of its ``DescriptorKind/types``.
+package protocol AnonymousInodeKind: DescriptorKind {
+    /// The link texts of /proc/PID/fd/N that name this kind.
+    static var links: [String] { get }
+}
+
+extension AnonymousInodeKind {
+    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
+        links.contains(probe.link) ? types[0] : nil
+    }
+}
+
 /// What /proc says of one descriptor of the process, read once: the link text of
 /// /proc/PID/fd/N, its fdinfo fields, and stat(2) through the link.
 package struct DescriptorProbe {
@@ -48,19 +58,18 @@ package struct DescriptorProbe {
     /// /proc/PID/fdinfo/N as key/value pairs, in order.
     package let fdinfo: [(String, String)]
     /// stat(2) of /proc/PID/fd/N, nil when it failed.
-    package let status: stat?
+    package let status: FileStatus?
 
     /// Reads descriptor `fd` of process `pid`.
     package init(pid: Int32, fd: Int32) throws(SystemCallError) {
         self.fd = fd
         link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
         fdinfo = ProcFS.parseFdinfo(try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)"))
-        var st = stat()
-        status = stat("/proc/\(pid)/fd/\(fd)", &st) == 0 ? st : nil
+        status = try? FileStatus(path: "/proc/\(pid)/fd/\(fd)")
     }
 
     /// A probe from parts (tests).
-    package init(fd: Int32, link: String, fdinfo: [(String, String)], status: stat?) {
+    package init(fd: Int32, link: String, fdinfo: [(String, String)], status: FileStatus?) {
         self.fd = fd
         self.link = link
         self.fdinfo = fdinfo
@@ -69,12 +78,12 @@ package struct DescriptorProbe {
 
     /// The value of fdinfo field `key` (`pos`, `flags`, `eventfd-count`, …).
     package func field(_ key: String) -> String? { fdinfo.first { $0.0 == key }?.1 }
-    /// The file type bits of st_mode (S_IFREG, S_IFIFO, …); 0 when stat failed.
-    package var mode: mode_t { (status?.st_mode ?? 0) & S_IFMT }
+    /// The file type bits of st_mode (``FileType``); 0 when stat failed.
+    package var mode: UInt32 { status?.fileType ?? 0 }
     /// st_ino, 0 when stat failed.
-    package var inode: UInt64 { UInt64(status?.st_ino ?? 0) }
+    package var inode: UInt64 { status?.inode ?? 0 }
     /// st_rdev of a device, as the kernel's old 32-bit encoding the image keeps.
-    package var rdev: UInt32 { UInt32(truncatingIfNeeded: status?.st_rdev ?? 0) }
+    package var rdev: UInt32 { UInt32(truncatingIfNeeded: status?.rdev ?? 0) }
     /// The major number of a character device.
     package var rdevMajor: UInt32 { (rdev >> 8) & 0xfff }
     /// O_* flags of the description from fdinfo (octal), close-on-exec included.
@@ -83,7 +92,7 @@ package struct DescriptorProbe {
     /// file (st_dev, st_ino), or — without stat — the same link text. kcmp decides.
     package var sharingKey: String {
         guard let st = status else { return "link:" + link }
-        return "\(st.st_dev):\(st.st_ino)"
+        return "\(st.device):\(st.inode)"
     }
 }
 

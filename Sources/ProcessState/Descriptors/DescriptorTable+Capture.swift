@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 #if canImport(FoundationEssentials)
@@ -57,9 +53,9 @@ package struct DescriptorCaptureContext {
     package var pipesRead = Set<UInt64>()
 
     /// A descriptor of ours for the target's `fd` (pidfd_getfd(2)): the same open file,
-    /// without touching the target. The caller closes it.
-    package func borrow(_ fd: Int32) throws(SystemCallError) -> Int32 {
-        Int32(try kernelCall("pidfd_getfd(\(fd))", cc_pidfd_getfd(pidfd, fd)))
+    /// without touching the target. Closed when it goes out of scope.
+    package func borrow(_ fd: Int32) throws(SystemCallError) -> OwnedDescriptor {
+        try OwnedDescriptor(borrowing: fd, fromProcess: pidfd)
     }
 
     /// Adds a warning (a descriptor captured only in part).
@@ -95,7 +91,7 @@ extension DescriptorTable {
                 if error.errno == .noSuchFileOrDirectory || error.errno == .badFileDescriptor { continue }
                 throw error
             }
-            let fdFlags = probe.flags & UInt32(O_CLOEXEC) != 0 ? UInt32(FD_CLOEXEC) : 0
+            let fdFlags = probe.flags & DescriptorFlags.O_CLOEXEC != 0 ? DescriptorFlags.FD_CLOEXEC : 0
             let key = probe.sharingKey
             var bucket = candidates[key, default: []]
             var found: (group: Int?, insertAt: Int?) = (nil, bucket.count)
@@ -158,16 +154,9 @@ extension DescriptorTable {
         h.type = type
         h.path = probe.link
         h.offset = Int64(probe.field("pos") ?? "0") ?? 0
-        h.openFlags = probe.flags & ~UInt32(O_CLOEXEC)
+        h.openFlags = probe.flags & ~DescriptorFlags.O_CLOEXEC
         h.fdinfo = probe.fdinfo.map { "\($0.0):\t\($0.1)" }.joined(separator: "\n")
-        if let st = probe.status {
-            var id = Ccimg_V1_FileIdentity()
-            id.dev = UInt64(st.st_dev)
-            id.inode = UInt64(st.st_ino)
-            id.size = UInt64(st.st_size)
-            id.mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-            h.identity = id
-        }
+        if let status = probe.status { h.identity = FileIdentity.of(status: status) }
         try kind.capture(probe, into: &h, &context)
         context.result.table.add(h, descriptors: group.fds)
     }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
@@ -10,7 +7,7 @@ package enum DeviceDescriptor: DescriptorKind {
     package static let types: [Ccimg_V1_HandleType] = [.device]
 
     package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.mode == S_IFCHR ? .device : nil
+        probe.mode == FileType.characterDevice ? .device : nil
     }
 
     package static func capture(_ probe: DescriptorProbe, into object: inout Ccimg_V1_Handle,
@@ -18,7 +15,7 @@ package enum DeviceDescriptor: DescriptorKind {
         object.deviceRdev = probe.rdev
     }
 
-    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         try PathReopen.open(object, &context)
     }
 }

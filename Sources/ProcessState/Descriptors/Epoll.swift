@@ -1,18 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
 /// An epoll instance (`anon_inode:[eventpoll]`): its targets (`tfd:` lines of
 /// fdinfo: fd, events, data). Made with epoll_create1(2); the targets are added
 /// by the table once every descriptor is at its number.
-package enum EpollDescriptor: DescriptorKind {
+package enum EpollDescriptor: AnonymousInodeKind {
     package static let types: [Ccimg_V1_HandleType] = [.epoll]
-
-    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.link == "anon_inode:[eventpoll]" ? .epoll : nil
-    }
+    package static let links = ["anon_inode:[eventpoll]"]
 
     package static func capture(_ probe: DescriptorProbe, into h: inout Ccimg_V1_Handle,
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
@@ -27,7 +21,7 @@ package enum EpollDescriptor: DescriptorKind {
         }
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
-        try context.remote.call("epoll_create1", X86Syscall.epollCreate1, [0])
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
+        try context.call("epoll_create1", X86Syscall.epollCreate1, [0])
     }
 }

@@ -1,17 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
 /// An eventfd (`anon_inode:[eventfd]`): its counter and semaphore mode from
 /// fdinfo, kept in sync-objects by object id; made again with eventfd2(2).
-package enum EventFdDescriptor: DescriptorKind {
+package enum EventFdDescriptor: AnonymousInodeKind {
     package static let types: [Ccimg_V1_HandleType] = [.eventfd]
-
-    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.link == "anon_inode:[eventfd]" ? .eventfd : nil
-    }
+    package static let links = ["anon_inode:[eventfd]"]
 
     package static func capture(_ probe: DescriptorProbe, into h: inout Ccimg_V1_Handle,
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
@@ -23,9 +17,9 @@ package enum EventFdDescriptor: DescriptorKind {
         context.result.table.attach(e)
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         let e = context.table.eventfds[h.objectID]
-        let flags = (e?.semaphore == true ? 1 : 0) | UInt64(h.openFlags & UInt32(O_NONBLOCK))
-        return try context.remote.call("eventfd2", X86Syscall.eventfd2, [e?.counter ?? 0, flags])
+        let flags = (e?.semaphore == true ? DescriptorFlags.EFD_SEMAPHORE : 0) | UInt64(h.openFlags & DescriptorFlags.O_NONBLOCK)
+        return try context.call("eventfd2", X86Syscall.eventfd2, [e?.counter ?? 0, flags])
     }
 }

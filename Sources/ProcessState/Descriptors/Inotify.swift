@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 
@@ -9,15 +5,12 @@ import LinuxKernel
 /// fdinfo text (`inotify wd:… ino:… sdev:… mask:… f_handle:…`). Made again with
 /// inotify_init1(2); each watched file is found by its handle (open_by_handle_at)
 /// and watched in watch-descriptor order, so the numbers come out the same.
-package enum InotifyDescriptor: DescriptorKind {
+package enum InotifyDescriptor: AnonymousInodeKind {
     package static let types: [Ccimg_V1_HandleType] = [.inotify]
+    package static let links = ["anon_inode:inotify", "anon_inode:[inotify]"]
 
-    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.link == "anon_inode:inotify" || probe.link == "anon_inode:[inotify]" ? .inotify : nil
-    }
-
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
-        let fd = try context.remote.call("inotify_init1", X86Syscall.inotifyInit1, [UInt64(h.openFlags & UInt32(O_NONBLOCK))])
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
+        let fd = try context.call("inotify_init1", X86Syscall.inotifyInit1, [UInt64(h.openFlags & DescriptorFlags.O_NONBLOCK)])
         try addWatches(fd: fd, fdinfo: h.fdinfo, savedFD: h.fd, &context)
         return fd
     }
@@ -33,7 +26,7 @@ package enum InotifyDescriptor: DescriptorKind {
     }
 
     /// inotify_add_watch(2) of every watch of the saved fdinfo lines, in wd order.
-    static func addWatches(fd: UInt64, fdinfo: String, savedFD: Int32, _ context: inout DescriptorRestoreContext) throws {
+    static func addWatches(fd: UInt64, fdinfo: String, savedFD: Int32, _ context: inout DescriptorRestoreContext) throws(StateFailure) {
         for w in watches(inFdinfo: fdinfo) {
             guard let handleHex = w["f_handle"], let type = Int32(w["fhandle-type"] ?? "", radix: 16),
                   let mask = UInt32(w["mask"] ?? "", radix: 16), let sdev = UInt64(w["sdev"] ?? "", radix: 16) else {
@@ -48,8 +41,8 @@ package enum InotifyDescriptor: DescriptorKind {
                 context.warn("fd \(savedFD): an inotify watch (inode \(w["ino"] ?? "?")) names a file that is gone; not restored")
                 continue
             }
-            let address = try context.remote.put(string: path)
-            try context.remote.call("inotify_add_watch(\(path))", X86Syscall.inotifyAddWatch, [fd, address, UInt64(mask)])
+            let address = try context.put(string: path)
+            try context.call("inotify_add_watch(\(path))", X86Syscall.inotifyAddWatch, [fd, address, UInt64(mask)])
         }
     }
 
@@ -63,13 +56,7 @@ package enum InotifyDescriptor: DescriptorKind {
             return f.count > 4 && f[2] == "\(major):\(minor)" ? String(f[4]) : nil
         }
         for mount in mounts + ["/"] {
-            let mountFD = open(mount, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard mountFD >= 0 else { continue }
-            defer { close(mountFD) }
-            let fd = handle.withUnsafeBytes { cc_open_by_handle(mountFD, type, $0.baseAddress, UInt32($0.count), Linux.O_PATH | O_CLOEXEC) }
-            guard fd >= 0 else { continue }
-            defer { close(Int32(fd)) }
-            if let path = try? ProcFS.readLink("/proc/self/fd/\(fd)"), !path.hasSuffix(" (deleted)") { return path }
+            if let path = FileHandles.path(ofHandle: handle, type: type, mountPoint: mount) { return path }
         }
         return nil
     }

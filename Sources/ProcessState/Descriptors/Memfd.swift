@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
@@ -16,10 +13,10 @@ package enum MemfdDescriptor: DescriptorKind {
     package static func capture(_ probe: DescriptorProbe, into object: inout Ccimg_V1_Handle,
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
         object.deleted = true
-        try FileContents.copy(into: &object, size: Int(probe.status?.st_size ?? 0), &context)
+        try FileContents.copy(into: &object, size: Int(probe.status?.size ?? 0), &context)
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         let name = h.path.hasPrefix("/memfd:") ? String(h.path.dropFirst(7).prefix { $0 != " " }) : "restored"
         return try context.memfd(named: name, contents: h.contents, offset: h.offset)
     }

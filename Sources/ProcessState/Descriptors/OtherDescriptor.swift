@@ -17,7 +17,7 @@ package enum OtherDescriptor: DescriptorKind {
         }
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         if h.path == "anon_inode:[userfaultfd]" {
             context.warn("fd \(h.fd) (a userfaultfd, as ccpm --track leaves) is not restored; the next --track starts tracking anew")
         } else {

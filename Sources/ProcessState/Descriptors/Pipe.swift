@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 #if canImport(FoundationEssentials)
@@ -20,8 +16,8 @@ package enum PipeDescriptor: DescriptorKind {
     package static var setsStatusFlags: Bool { true }
 
     package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        if probe.link.hasPrefix("pipe:[") || (probe.mode == S_IFIFO && !probe.link.hasPrefix("/")) { return .pipe }
-        return probe.mode == S_IFIFO ? .fifo : nil
+        if probe.link.hasPrefix("pipe:[") || (probe.mode == FileType.fifo && !probe.link.hasPrefix("/")) { return .pipe }
+        return probe.mode == FileType.fifo ? .fifo : nil
     }
 
     package static func capture(_ probe: DescriptorProbe, into h: inout Ccimg_V1_Handle,
@@ -29,65 +25,64 @@ package enum PipeDescriptor: DescriptorKind {
         h.pipeID = probe.inode
         guard !context.pipesRead.contains(h.pipeID) else { return }
         let ours = try context.borrow(h.fd)
-        defer { close(ours) }
-        var queued: Int32 = 0
-        guard cc_fionread(ours, &queued) >= 0, queued > 0 else { return }
+        guard let queued = try? ours.queuedBytes(), queued > 0 else { return }
         context.pipesRead.insert(h.pipeID)
-        var bytes = [UInt8](repeating: 0, count: Int(queued))
-        let n = try kernelCall("tee", bytes.withUnsafeMutableBytes { cc_pipe_peek(ours, $0.baseAddress, $0.count) })
-        h.unread = Data(bytes.prefix(n))
+        h.unread = Data(try ours.peekPipe(count: queued))
     }
 
     package static func inheritsStandardDescriptor(_ h: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool {
         h.type == .fifo || !context.holdsOtherEnd(h)
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         if h.type == .fifo {
             if context.pipeEnds[h.pipeID] == nil { try refillFifo(h, &context) }
             return try PathReopen.open(h, &context)
         }
         var ends = context.pipeEnds[h.pipeID]
         if ends == nil {
-            let fdsAddress = try context.remote.put([UInt8](repeating: 0, count: 8))
-            try context.remote.call("pipe2", X86Syscall.pipe2, [fdsAddress, 0])
-            let fds = try context.remote.get(8, at: fdsAddress)
+            let fdsAddress = try context.put([UInt8](repeating: 0, count: 8))
+            try context.call("pipe2", X86Syscall.pipe2, [fdsAddress, 0])
+            let fds = try context.get(8, at: fdsAddress)
             let read = UInt64(fds[0..<4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
             let write = UInt64(fds[4..<8].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
             // The unread bytes go back into the pipe (raised to fit, F_SETPIPE_SZ).
-            let unread = context.table.objects.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
-            if unread.count > 65536 {
-                try context.remote.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [write, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)])
-            }
-            try context.writeAll(Array(unread), to: write)
+            try refill(h, through: write, &context)
             ends = (read, write)
             context.pipeEnds[h.pipeID] = ends
             if !context.holdsOtherEnd(h) {
                 context.warn("fd \(h.fd): the other end of its pipe was outside the process; that end is restored closed")
             }
         }
-        let end = h.openFlags & UInt32(O_ACCMODE) == UInt32(O_WRONLY) ? ends!.write : ends!.read
-        return try context.remote.call("fcntl(F_DUPFD)", X86Syscall.fcntl, [end, UInt64(F_DUPFD), 0])
+        let end = h.openFlags & DescriptorFlags.O_ACCMODE == DescriptorFlags.O_WRONLY ? ends!.write : ends!.read
+        return try context.call("fcntl(F_DUPFD)", X86Syscall.fcntl, [end, DescriptorFlags.F_DUPFD, 0])
     }
 
     /// Before the first end of a FIFO is reopened: a reader and a writer of the restore's
     /// own (open(2) O_NONBLOCK), so that no end waits or fails (ENXIO) for want of a peer,
     /// and the unread bytes written back through them. Both are closed with the pipes'
     /// ends, once every end the process had is open again.
-    static func refillFifo(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws {
-        guard access(h.path, F_OK) == 0 else {
-            throw StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open")
+    static func refillFifo(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) {
+        guard FileSystem.exists(h.path) else {
+            throw .state(StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open"))
         }
-        let path = try context.remote.put(string: h.path)
-        let at = UInt64(bitPattern: Int64(AT_FDCWD))
-        let reader = try context.remote.call("openat(\(h.path), O_RDONLY)", X86Syscall.openat,
-                                             [at, path, UInt64(O_RDONLY | O_NONBLOCK | O_CLOEXEC)])
-        let writer = try context.remote.call("openat(\(h.path), O_WRONLY)", X86Syscall.openat,
-                                             [at, path, UInt64(O_WRONLY | O_NONBLOCK | O_CLOEXEC)])
+        let path = try context.put(string: h.path)
+        typealias F = DescriptorFlags
+        let at = UInt64(bitPattern: F.AT_FDCWD)
+        let reader = try context.call("openat(\(h.path), O_RDONLY)", X86Syscall.openat,
+                                      [at, path, UInt64(F.O_RDONLY | F.O_NONBLOCK | F.O_CLOEXEC)])
+        let writer = try context.call("openat(\(h.path), O_WRONLY)", X86Syscall.openat,
+                                      [at, path, UInt64(F.O_WRONLY | F.O_NONBLOCK | F.O_CLOEXEC)])
         context.pipeEnds[h.pipeID] = (reader, writer)
+        try refill(h, through: writer, &context)
+    }
+
+    /// The unread bytes of the pipe of `h` (kept with one of its ends) written back
+    /// through `writer`, the pipe raised to fit them first (F_SETPIPE_SZ).
+    static func refill(_ h: Ccimg_V1_Handle, through writer: UInt64, _ context: inout DescriptorRestoreContext) throws(StateFailure) {
         let unread = context.table.objects.first { $0.pipeID == h.pipeID && !$0.unread.isEmpty }?.unread ?? Data()
         if unread.count > 65536 {
-            try context.remote.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [writer, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)])
+            try context.call("fcntl(F_SETPIPE_SZ)", X86Syscall.fcntl, [writer, UInt64(Linux.F_SETPIPE_SZ), UInt64(unread.count)])
         }
         try context.writeAll(Array(unread), to: writer)
     }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 #if canImport(FoundationEssentials)
@@ -16,17 +13,17 @@ package enum RegularFileDescriptor: DescriptorKind {
     package static var setsStatusFlags: Bool { true }
 
     package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.mode == S_IFREG ? .regular : nil
+        probe.mode == FileType.regular ? .regular : nil
     }
 
     package static func capture(_ probe: DescriptorProbe, into object: inout Ccimg_V1_Handle,
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
         guard probe.link.hasSuffix(" (deleted)") else { return }
         object.deleted = true
-        try FileContents.copy(into: &object, size: Int(probe.status?.st_size ?? 0), &context)
+        try FileContents.copy(into: &object, size: Int(probe.status?.size ?? 0), &context)
     }
 
-    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         try PathReopen.open(object, &context)
     }
 }
@@ -41,12 +38,13 @@ enum FileContents {
             return
         }
         let ours = try context.borrow(h.fd)
-        defer { close(ours) }
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {
-            let n = bytes.withUnsafeMutableBytes { pread(ours, $0.baseAddress! + done, size - done, off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
+            // A failed read ends the copy where it is, as the end of the file does.
+            let n = bytes.withUnsafeMutableBytes { buffer in
+                (try? ours.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: UInt64(done))) ?? 0
+            }
             if n <= 0 { break }
             done += n
         }
@@ -60,22 +58,23 @@ enum PathReopen {
     /// O_TRUNC; O_NOCTTY for a tty; O_NONBLOCK for a FIFO, so as not to wait for a
     /// peer), then lseek(2) to a regular file's offset. A deleted file becomes a
     /// memfd with its contents; a missing one cannot run here (incompatible).
-    static func open(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64 {
+    static func open(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64 {
         if h.deleted {
             let fd = try context.memfd(named: h.path, contents: h.contents, offset: h.offset)
             context.warn("fd \(h.fd): \(h.path) was deleted; it is restored as a memfd with its contents")
             return fd
         }
-        var flags = h.openFlags & ~UInt32(O_CREAT | O_EXCL | O_TRUNC)
-        if h.type == .tty { flags |= UInt32(O_NOCTTY) }
-        if h.type == .fifo { flags |= UInt32(O_NONBLOCK) }
-        let path = try context.remote.put(string: h.path)
-        guard access(h.path, F_OK) == 0 else {
-            throw StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open")
+        typealias F = DescriptorFlags
+        var flags = h.openFlags & ~(F.O_CREAT | F.O_EXCL | F.O_TRUNC)
+        if h.type == .tty { flags |= F.O_NOCTTY }
+        if h.type == .fifo { flags |= F.O_NONBLOCK }
+        let path = try context.put(string: h.path)
+        guard FileSystem.exists(h.path) else {
+            throw .state(StateError(.incompatible, "fd \(h.fd): \(h.path) is missing here; the process had it open"))
         }
-        let fd = try context.remote.call("openat(\(h.path))", X86Syscall.openat, [UInt64(bitPattern: Int64(AT_FDCWD)), path, UInt64(flags)])
+        let fd = try context.call("openat(\(h.path))", X86Syscall.openat, [UInt64(bitPattern: F.AT_FDCWD), path, UInt64(flags)])
         if h.type == .regular && h.offset != 0 {
-            try context.remote.call("lseek", X86Syscall.lseek, [fd, UInt64(bitPattern: h.offset), UInt64(SEEK_SET)])
+            try context.call("lseek", X86Syscall.lseek, [fd, UInt64(bitPattern: h.offset), F.SEEK_SET])
         }
         return fd
     }

@@ -1,17 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 
 /// A signalfd (`anon_inode:[signalfd]`): its signal mask from fdinfo, kept in
 /// sync-objects by object id; made again with signalfd4(2).
-package enum SignalFdDescriptor: DescriptorKind {
+package enum SignalFdDescriptor: AnonymousInodeKind {
     package static let types: [Ccimg_V1_HandleType] = [.signalfd]
-
-    package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        probe.link == "anon_inode:[signalfd]" ? .signalfd : nil
-    }
+    package static let links = ["anon_inode:[signalfd]"]
 
     package static func capture(_ probe: DescriptorProbe, into h: inout Ccimg_V1_Handle,
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
@@ -22,10 +16,10 @@ package enum SignalFdDescriptor: DescriptorKind {
         context.result.table.attach(s)
     }
 
-    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         var sigset: [UInt8] = []
         sigset.appendLE(context.table.signalfds[h.objectID]?.mask ?? 0)
-        let address = try context.remote.put(sigset)
-        return try context.remote.call("signalfd4", X86Syscall.signalfd4, [UInt64.max, address, 8, UInt64(h.openFlags & UInt32(O_NONBLOCK))])
+        let address = try context.put(sigset)
+        return try context.call("signalfd4", X86Syscall.signalfd4, [UInt64.max, address, 8, UInt64(h.openFlags & DescriptorFlags.O_NONBLOCK)])
     }
 }

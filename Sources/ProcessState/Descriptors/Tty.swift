@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CheckpointImage
 import LinuxKernel
 #if canImport(FoundationEssentials)
@@ -17,7 +14,7 @@ package enum TtyDescriptor: DescriptorKind {
     package static let types: [Ccimg_V1_HandleType] = [.tty]
 
     package static func classify(_ probe: DescriptorProbe) -> Ccimg_V1_HandleType? {
-        guard probe.mode == S_IFCHR else { return nil }
+        guard probe.mode == FileType.characterDevice else { return nil }
         let major = probe.rdevMajor
         let terminal = major == 136 || major == 4 || major == 5 || probe.link.hasPrefix("/dev/pts/") || probe.link.hasPrefix("/dev/tty")
         return terminal ? .tty : nil
@@ -27,23 +24,20 @@ package enum TtyDescriptor: DescriptorKind {
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {
         h.deviceRdev = probe.rdev
         let ours = try context.borrow(h.fd)
-        defer { close(ours) }
         var tty = Ccimg_V1_TtyState()
-        var t = termios()
-        if tcgetattr(ours, &t) == 0 { tty.termios = withUnsafeBytes(of: t) { Data($0) } }
-        var ws = winsize()
-        if ioctl(ours, UInt(TIOCGWINSZ), &ws) == 0 {
-            tty.rows = UInt32(ws.ws_row)
-            tty.cols = UInt32(ws.ws_col)
+        if let attributes = try? ours.terminalAttributes() { tty.termios = Data(attributes) }
+        if let size = try? ours.windowSize() {
+            tty.rows = UInt32(size.rows)
+            tty.cols = UInt32(size.columns)
         }
-        tty.foregroundPgid = tcgetpgrp(ours)
+        tty.foregroundPgid = ours.foregroundProcessGroup()
         tty.name = h.path
         h.tty = tty
     }
 
     package static func inheritsStandardDescriptor(_ object: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool { true }
 
-    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws -> UInt64? {
+    package static func restore(_ object: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         try PathReopen.open(object, &context)
     }
 }
