@@ -1,15 +1,12 @@
 import CheckpointImage
 import LinuxKernel
 import ProcessState
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What the state stages of a capture read: the records of every kind, and the
 /// memory's regions (for tracking) and totals.
 struct CapturedState {
     var records = CapturedRecords()
-    var regions: [MemoryCapture.Region] = []
+    var regions: [MemoryRegion] = []
     /// Tracked regions the kernel did not track (new VMAs): they join the tracker.
     var untracked: [(UInt64, UInt64)] = []
     /// Bytes of memory read from the process.
@@ -48,38 +45,36 @@ extension Checkpointer {
         return state
     }
 
-    /// The memory map and pages (``MemoryCapture``), written into the image's frames;
-    /// for an increment on a tracked parent, only the pages the kernel saw written.
+    /// The memory map and pages (``MemoryKind``, through the kinds' table), written into
+    /// the image's frames; for an increment on a tracked parent, only the pages the kernel
+    /// saw written (``DirtyTracking/WrittenPages``).
     static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws {
         let pid = plan.pid
-        var stackPointers: [Int32: UInt64] = [:]
-        for thread in state.records.threads.threads { stackPointers[thread.tid] = UserRegisters.stackPointer(of: thread.generalRegisters) }
-        var memory = MemoryCapture(pid: pid)
-        let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
-        phase("regions", since: start)
-        let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
-        let progress = plan.options.progress
-        var untracked: [(UInt64, UInt64)] = []
-        let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
-        defer { if pagemap >= 0 { close(pagemap) } }
-        if var spent = plan.note {
-            // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
-            // capture to fail after it, an increment on the parent would miss those pages. So
-            // the note stops vouching for the parent first; it names the new image on success.
-            spent.imageUUID = ""
-            try spent.save(pid: pid, pruning: false)
+        let target = CaptureTarget(pid: pid, threads: [])
+        let note = plan.note
+        let scanner = note == nil ? nil : try DirtyTracking.WrittenPages(pid: pid)
+        var written: ((MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]?)? = nil
+        if let scanner {
+            written = { (region: MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]? in try scanner.of(region) }
         }
-        let written: ((MemoryCapture.Region) throws -> [Range<UInt64>]?)? = plan.note == nil ? nil : { region in
-            guard DirtyTracking.isTrackable(region) else { return nil }
-            let pages = try DirtyTracking.writtenPages(pagemap: pagemap, start: region.vma.start, end: region.vma.end)
-            if pages == nil { untracked.append((region.vma.start, region.vma.end - region.vma.start)) }
-            return pages
-        }
-        state.memoryRead = try memory.writePages(regions, to: plan.writer, parent: plan.parent, written: written,
-                                                 progress: progress.map { p in { p($0, total) } })
-        try plan.writer.endPages()
-        state.regions = regions
-        state.untracked = untracked
+        var memory = MemoryCaptureContext(
+            writer: plan.writer, parent: plan.parent,
+            written: written,
+            progress: plan.options.progress,
+            afterRegions: { (_) throws(StateFailure) in
+                phase("regions", since: start)
+                if var spent = note {
+                    // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
+                    // capture to fail after it, an increment on the parent would miss those pages. So
+                    // the note stops vouching for the parent first; it names the new image on success.
+                    spent.imageUUID = ""
+                    do throws(SystemCallError) { try spent.save(pid: pid, pruning: false) } catch { throw .system(error) }
+                }
+            })
+        for kind in StateKinds.all { try kind.captureMemory(target, &memory, into: &state.records) }
+        state.memoryRead = memory.bytesRead
+        state.regions = memory.regions
+        state.untracked = scanner?.untracked ?? []
         phase("memory", since: start)
     }
 

@@ -93,3 +93,17 @@ package enum KernelErrno {
     package static let restartNoHand: Int64 = -514
     package static let restartRestartBlock: Int64 = -516
 }
+
+/// mmap(2) flags and protections, and the open(2) values the memory's restore passes
+/// to injected calls (uapi asm-generic/mman-common.h, asm-generic/fcntl.h, linux/fcntl.h).
+extension Linux {
+    package static let PROT_WRITE: UInt32 = 0x2
+    package static let MAP_SHARED: Int32 = 0x01
+    package static let MAP_PRIVATE: Int32 = 0x02
+    package static let MAP_FIXED: Int32 = 0x10
+    package static let MAP_ANONYMOUS: Int32 = 0x20
+    package static let MAP_GROWSDOWN: Int32 = 0x0100
+    package static let O_RDONLY: Int32 = 0
+    package static let O_RDWR: Int32 = 2
+    package static let AT_FDCWD: Int32 = -100
+}

@@ -200,6 +200,14 @@ package protocol StateKind: Sendable {
     static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure)
     /// Restores per-thread state, every thread created, before registers are set.
     static func restoreThreads(into context: inout RestoreContext) throws(StateFailure)
+    /// Reads the memory map and pages into the image, after ``captureStopped(_:into:)``
+    /// and before the injected stages (the "regions" and "memory" phases, decision 0011).
+    static func captureMemory(_ target: CaptureTarget, _ memory: inout MemoryCaptureContext,
+                              into records: inout CapturedRecords) throws(StateFailure)
+    /// Maps the image's memory into the new process (the step "map the memory").
+    static func mapMemory(_ memory: MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure)
+    /// Writes the chain's pages into the mapped memory (the step "write the pages").
+    static func writePages(_ memory: inout MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure)
 }
 
 extension StateKind {
@@ -209,6 +217,10 @@ extension StateKind {
     package static func captureAfterInjection(_ target: CaptureTarget, into records: inout CapturedRecords) throws(StateFailure) {}
     package static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure) {}
     package static func restoreThreads(into context: inout RestoreContext) throws(StateFailure) {}
+    package static func captureMemory(_ target: CaptureTarget, _ memory: inout MemoryCaptureContext,
+                                      into records: inout CapturedRecords) throws(StateFailure) {}
+    package static func mapMemory(_ memory: MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure) {}
+    package static func writePages(_ memory: inout MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure) {}
 }
 
 /// The table of kinds: the orchestrators find every kind of state here. Adding a kind
@@ -218,5 +230,6 @@ package enum StateKinds {
     /// process's credentials are set after the threads' own state).
     package static let all: [any StateKind.Type] = [
         ThreadStateKind.self, ProcessFactsKind.self, SignalDispositionsKind.self, TimersKind.self,
+        MemoryKind.self,
     ]
 }
