@@ -48,11 +48,14 @@ extension Checkpointer {
     /// The memory map and pages (``MemoryKind``, through the kinds' table), written into
     /// the image's frames; for an increment on a tracked parent, only the pages the kernel
     /// saw written (``DirtyTracking/WrittenPages``).
-    static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws {
+    static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws(StateFailure) {
         let pid = plan.pid
         let target = CaptureTarget(pid: pid, threads: [])
         let note = plan.note
-        let scanner = note == nil ? nil : try DirtyTracking.WrittenPages(pid: pid)
+        var scanner: DirtyTracking.WrittenPages? = nil
+        if note != nil {
+            do throws(SystemCallError) { scanner = try DirtyTracking.WrittenPages(pid: pid) } catch { throw .system(error) }
+        }
         var written: ((MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]?)? = nil
         if let scanner {
             written = { (region: MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]? in try scanner.of(region) }
