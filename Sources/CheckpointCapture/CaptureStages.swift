@@ -1,15 +1,12 @@
 import CheckpointImage
 import LinuxKernel
 import ProcessState
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What the state stages of a capture read: the records of every kind, and the
 /// memory's regions (for tracking) and totals.
 struct CapturedState {
     var records = CapturedRecords()
-    var regions: [MemoryCapture.Region] = []
+    var regions: [MemoryRegion] = []
     /// Tracked regions the kernel did not track (new VMAs): they join the tracker.
     var untracked: [(UInt64, UInt64)] = []
     /// Bytes of memory read from the process.
@@ -29,7 +26,7 @@ extension Checkpointer {
         var state = CapturedState()
         for kind in StateKinds.all { try kind.captureStopped(target, into: &state.records) }
         phase("threads", since: start)
-        try untypedCall { try readMemory(plan, &state, start: start) }
+        try readMemory(plan, &state, start: start)
 
         // Injected reads: they resume and re-stop the threads they use, many times over,
         // so no compression starts meanwhile. A new tracker's userfaultfd is created
@@ -54,38 +51,39 @@ extension Checkpointer {
         return state
     }
 
-    /// The memory map and pages (``MemoryCapture``), written into the image's frames;
-    /// for an increment on a tracked parent, only the pages the kernel saw written.
-    static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws {
+    /// The memory map and pages (``MemoryKind``, through the kinds' table), written into
+    /// the image's frames; for an increment on a tracked parent, only the pages the kernel
+    /// saw written (``DirtyTracking/WrittenPages``).
+    static func readMemory(_ plan: borrowing CapturePlan, _ state: inout CapturedState, start: UInt64) throws(StateFailure) {
         let pid = plan.pid
-        var stackPointers: [Int32: UInt64] = [:]
-        for thread in state.records.threads.threads { stackPointers[thread.tid] = UserRegisters.stackPointer(of: thread.generalRegisters) }
-        var memory = MemoryCapture(pid: pid)
-        let regions = try memory.regions(stackPointers: stackPointers, mainThread: pid)
-        phase("regions", since: start)
-        let total = regions.reduce(UInt64(0)) { $0 + ($1.skip ? 0 : $1.vma.end - $1.vma.start) }
-        let progress = plan.options.progress
-        var untracked: [(UInt64, UInt64)] = []
-        let pagemap = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
-        defer { if pagemap >= 0 { close(pagemap) } }
-        if var spent = plan.note {
-            // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
-            // capture to fail after it, an increment on the parent would miss those pages. So
-            // the note stops vouching for the parent first; it names the new image on success.
-            spent.imageUUID = ""
-            try spent.save(pid: pid, pruning: false)
+        let target = CaptureTarget(pid: pid, threads: [])
+        let note = plan.note
+        var scanner: DirtyTracking.WrittenPages? = nil
+        if note != nil {
+            do throws(SystemCallError) { scanner = try DirtyTracking.WrittenPages(pid: pid) } catch { throw .system(error) }
         }
-        let written: ((MemoryCapture.Region) throws -> [Range<UInt64>]?)? = plan.note == nil ? nil : { region in
-            guard DirtyTracking.isTrackable(region) else { return nil }
-            let pages = try DirtyTracking.writtenPages(pagemap: pagemap, start: region.vma.start, end: region.vma.end)
-            if pages == nil { untracked.append((region.vma.start, region.vma.end - region.vma.start)) }
-            return pages
+        var written: ((MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]?)? = nil
+        if let scanner {
+            written = { (region: MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]? in try scanner.of(region) }
         }
-        state.memoryRead = try memory.writePages(regions, to: plan.writer, parent: plan.parent, written: written,
-                                                 progress: progress.map { p in { p($0, total) } })
-        try plan.writer.endPages()
-        state.regions = regions
-        state.untracked = untracked
+        var memory = MemoryCaptureContext(
+            writer: plan.writer, parent: plan.parent,
+            written: written,
+            progress: plan.options.progress,
+            afterRegions: { (_) throws(StateFailure) in
+                phase("regions", since: start)
+                if var spent = note {
+                    // Reading the written pages re-arms the tracker (PAGEMAP_SCAN with WP): were this
+                    // capture to fail after it, an increment on the parent would miss those pages. So
+                    // the note stops vouching for the parent first; it names the new image on success.
+                    spent.imageUUID = ""
+                    do throws(SystemCallError) { try spent.save(pid: pid, pruning: false) } catch { throw .system(error) }
+                }
+            })
+        for kind in StateKinds.all { try kind.captureMemory(target, &memory, into: &state.records) }
+        state.memoryRead = memory.bytesRead
+        state.regions = memory.regions
+        state.untracked = scanner?.untracked ?? []
         phase("memory", since: start)
     }
 
@@ -96,17 +94,17 @@ extension Checkpointer {
         guard plan.options.track else { return nil }
         let pid = plan.pid, pidfd = plan.process.descriptor
         if let note = plan.note {
-            try untypedCall { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: state.untracked) }
+            do throws(SystemCallError) { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: note, ranges: state.untracked) } catch { throw .system(error) }
             return note
         }
         if let existing = plan.existing {
             // Tracking already runs in this process: start its count afresh from this image.
             let all = state.regions.filter(DirtyTracking.isTrackable).map { ($0.vma.start, $0.vma.end - $0.vma.start) }
-            try untypedCall { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all) }
+            do throws(SystemCallError) { try DirtyTracking.protectNew(pid: pid, pidfd: pidfd, note: existing, ranges: all) } catch { throw .system(error) }
             return existing
         }
         let userfaultfd = state.userfaultfd, regions = state.regions
-        return try untypedCall { try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: userfaultfd, regions: regions) }
+        return try DirtyTracking.start(pid: pid, pidfd: pidfd, userfaultfd: userfaultfd, regions: regions)
     }
 
     /// Saves the tracking note naming the new image, with where each image of its chain is
@@ -129,22 +127,6 @@ extension Checkpointer {
         })
         // Notes of processes that are gone are swept when a tracker starts, not at every increment.
         let pid = plan.pid, pruning = plan.note == nil
-        try untypedCall { try newNote.save(pid: pid, pruning: pruning) }
-    }
-
-    // TODO(merge): typed once DirtyTracking is (and MemoryCapture's reads): then this adapter goes.
-    /// Calls a capture function that still throws untyped, with its error as the typed
-    /// cause it is: those functions throw only `SystemCallError` and `ImageError`, so any
-    /// other error is a programmer error and traps.
-    static func untypedCall<T>(_ body: () throws -> T) throws(StateFailure) -> T {
-        do { return try body() } catch let error as SystemCallError {
-            throw .system(error)
-        } catch let error as ImageError {
-            throw .image(error)
-        } catch let error as StateFailure {
-            throw error
-        } catch {
-            preconditionFailure("a capture function threw an error of no known type: \(error)")
-        }
+        do throws(SystemCallError) { try newNote.save(pid: pid, pruning: pruning) } catch { throw .system(error) }
     }
 }

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 import ProcessState
@@ -25,7 +21,7 @@ enum DirtyTracking {
     /// Where tracking notes live: /run/ccpm, or the temporary directory.
     static var stateDirectory: String {
         let run = "/run/ccpm"
-        if mkdir(run, 0o700) == 0 || errno == EEXIST, access(run, W_OK) == 0 { return run }
+        if FileSystem.makeWritableDirectory(run) { return run }
         return Host.temporaryDirectory
     }
 
@@ -51,9 +47,8 @@ enum DirtyTracking {
         }
 
         static func identity(ofFile path: String) -> String {
-            var st = stat()
-            guard stat(path, &st) == 0 else { return "" }
-            return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+            guard let st = FileStatus.of(path: path) else { return "" }
+            return "\(st.device):\(st.inode):\(st.size):\(st.modificationNanoseconds / 1_000_000_000).\(st.modificationNanoseconds % 1_000_000_000)"
         }
 
         static func path(pid: Int32) -> String? {
@@ -83,8 +78,8 @@ enum DirtyTracking {
         }
 
         /// Writes the note; with `pruning`, notes of processes that are gone are removed first.
-        func save(pid: Int32, pruning: Bool = true) throws {
-            guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: ESRCH) }
+        func save(pid: Int32, pruning: Bool = true) throws(SystemCallError) {
+            guard let path = Note.path(pid: pid) else { throw SystemCallError("read /proc/\(pid)/stat", errno: .noSuchProcess) }
             if pruning { Note.pruneStale() }
             let chain = verified.sorted { $0.key < $1.key }.map { uuid, identity in
                 "verified \(uuid) \(identity)" + (paths[uuid].map { " " + $0 } ?? "") + "\n"
@@ -95,97 +90,73 @@ enum DirtyTracking {
             // A ccpm killed between the two leaves the new note with at most a stale tail of
             // "verified" lines, each still true of its image; a torn last line is skipped.
             // Not fsync'd: a note speaks of a live process, which a machine crash ends too.
-            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SystemCallError("open(\(path))", errno: errno) }
-            defer { close(fd) }
-            let bytes = Array(text.utf8)
-            let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-            guard written == bytes.count else { throw SystemCallError("pwrite(\(path))", errno: written < 0 ? errno : EIO) }
-            guard ftruncate(fd, off_t(bytes.count)) == 0 else { throw SystemCallError("ftruncate(\(path))", errno: errno) }
+            try FileSystem.writeInPlace(Array(text.utf8), to: path, permissions: 0o600)
         }
 
         /// Removes notes of processes that are gone (their pid is free or reused).
         static func pruneStale() {
             let directory = DirtyTracking.stateDirectory
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix("track-") {
+            for name in (try? FileSystem.contentsOfDirectory(directory)) ?? [] where name.hasPrefix("track-") {
                 let parts = name.dropFirst(6).split(separator: "-")
                 guard parts.count == 2, let pid = Int32(parts[0]) else { continue }
-                if path(pid: pid) != "\(directory)/\(name)" { unlink("\(directory)/\(name)") }
+                if path(pid: pid) != "\(directory)/\(name)" { try? FileSystem.unlink("\(directory)/\(name)") }
             }
         }
 
         /// Whether the target still holds this userfaultfd.
         func isLive(pid: Int32) -> Bool {
             guard (try? ProcFS.readLink("/proc/\(pid)/fd/\(uffdDescriptor)")) == "anon_inode:[userfaultfd]" else { return false }
-            var st = stat()
-            return stat("/proc/\(pid)/fd/\(uffdDescriptor)", &st) == 0 && UInt64(st.st_ino) == uffdInode
+            return FileStatus.of(path: "/proc/\(pid)/fd/\(uffdDescriptor)")?.inode == uffdInode
         }
     }
 
     /// VMAs worth tracking: private, writable, ordinary memory.
-    static func isTrackable(_ region: MemoryCapture.Region) -> Bool {
+    static func isTrackable(_ region: MemoryRegion) -> Bool {
         !region.skip && !region.vma.shared && region.vma.prot & 2 != 0 && region.vma.role != .vdso
     }
 
     /// Write-protects every trackable VMA through `userfaultfd`, a descriptor the capture
     /// created in the target (InjectedCapture, parked like its other calls).
-    static func start(pid: Int32, pidfd: Int32, userfaultfd fd: Int32?, regions: [MemoryCapture.Region]) throws -> Note {
+    static func start(pid: Int32, pidfd: Int32, userfaultfd fd: Int32?, regions: [MemoryRegion]) throws(StateFailure) -> Note {
         guard let fd else {
-            throw CaptureError(.unsupported, "cannot start tracking: the process is stopped by a signal", pid: pid)
+            throw .state(StateError(.unsupported, "cannot start tracking: the process is stopped by a signal"))
         }
-        let ours = Int32(try kernelCall("pidfd_getfd(userfaultfd)", cc_pidfd_getfd(pidfd, Int32(fd))))
-        defer { close(ours) }
-        var granted: UInt64 = 0
-        try kernelCall("ioctl(UFFDIO_API, WP_ASYNC)", cc_uffdio_api(ours, CC_UFFD_FEATURE_WP_ASYNC | CC_UFFD_FEATURE_WP_UNPOPULATED, &granted))
-        for region in regions where isTrackable(region) {
-            try protect(ours, region.vma.start, region.vma.end - region.vma.start)
+        do throws(SystemCallError) {
+            let ours = try Userfaultfd(pidfd: pidfd, targetDescriptor: fd)
+            try ours.enableAsyncWriteProtect()
+            for region in regions where isTrackable(region) {
+                try ours.writeProtect(start: region.vma.start, length: region.vma.end - region.vma.start)
+            }
+            return Note(uffdDescriptor: fd, uffdInode: ours.inode, imageUUID: "")
+        } catch {
+            throw .system(error)
         }
-        var st = stat()
-        fstat(ours, &st)
-        return Note(uffdDescriptor: Int32(fd), uffdInode: UInt64(st.st_ino), imageUUID: "")
-    }
-
-    static func protect(_ uffd: Int32, _ start: UInt64, _ length: UInt64) throws(SystemCallError) {
-        try kernelCall("ioctl(UFFDIO_REGISTER, MODE_WP)", cc_uffdio_register_wp(uffd, start, length))
-        try kernelCall("ioctl(UFFDIO_WRITEPROTECT)", cc_uffdio_writeprotect(uffd, start, length, 1))
     }
 
     /// Registers VMAs that appeared since tracking began (their scan said EPERM).
-    static func protectNew(pid: Int32, pidfd: Int32, note: Note, ranges: [(UInt64, UInt64)]) throws {
+    static func protectNew(pid: Int32, pidfd: Int32, note: Note, ranges: [(UInt64, UInt64)]) throws(SystemCallError) {
         guard !ranges.isEmpty else { return }
-        let ours = Int32(try kernelCall("pidfd_getfd(userfaultfd)", cc_pidfd_getfd(pidfd, note.uffdDescriptor)))
-        defer { close(ours) }
-        for (start, length) in ranges { try protect(ours, start, length) }
+        let ours = try Userfaultfd(pidfd: pidfd, targetDescriptor: note.uffdDescriptor)
+        for (start, length) in ranges { try ours.writeProtect(start: start, length: length) }
     }
 
-    /// PAGEMAP_SCAN with PM_SCAN_WP_MATCHING: the pages of [start, end) written
-    /// since they were last protected, as page indices relative to `start`;
-    /// protects them again. Nil when the range is not tracked (EPERM).
-    static func writtenPages(pagemap: Int32, start: UInt64, end: UInt64) throws(SystemCallError) -> [Range<UInt64>]? {
-        var result: [Range<UInt64>] = []
-        var regions = [cc_page_region](repeating: cc_page_region(), count: 512)
-        var cursor = start
-        while cursor < end {
-            var arg = cc_pm_scan_arg()
-            arg.size = UInt64(MemoryLayout<cc_pm_scan_arg>.size)
-            arg.flags = CC_PM_SCAN_WP_MATCHING | CC_PM_SCAN_CHECK_WPASYNC
-            arg.start = cursor
-            arg.end = end
-            arg.category_mask = CC_PAGE_IS_WRITTEN
-            arg.return_mask = CC_PAGE_IS_WRITTEN
-            arg.vec_len = UInt64(regions.count)
-            let n = regions.withUnsafeMutableBufferPointer { buffer -> Int in
-                arg.vec = UInt64(UInt(bitPattern: buffer.baseAddress))
-                return cc_pagemap_scan(pagemap, &arg)
-            }
-            if n == -Int(EPERM) { return nil }
-            try kernelCall("ioctl(PAGEMAP_SCAN)", n)
-            for region in regions.prefix(n) {
-                result.append(((region.start - start) / 4096)..<((region.end - start) / 4096))
-            }
-            guard arg.walk_end > cursor else { break }
-            cursor = arg.walk_end
+    /// The pages written since the parent, region by region (PAGEMAP_SCAN, which protects
+    /// them again: ``PagemapFile/writtenPages(start:end:)``), for the memory's capture;
+    /// the regions the kernel does not track (new VMAs) are noted to join the tracker.
+    final class WrittenPages {
+        private let pagemap: PagemapFile
+        /// Trackable regions the kernel did not track, as (start, length).
+        private(set) var untracked: [(UInt64, UInt64)] = []
+
+        /// Scans the pagemap of `pid`.
+        init(pid: Int32) throws(SystemCallError) { pagemap = try PagemapFile(pid: pid) }
+
+        /// The written pages of `region`, or nil when it is not tracked (read it whole).
+        func of(_ region: MemoryRegion) throws(SystemCallError) -> [Range<UInt64>]? {
+            guard DirtyTracking.isTrackable(region) else { return nil }
+            let pages = try pagemap.writtenPages(start: region.vma.start, end: region.vma.end)
+            if pages == nil { untracked.append((region.vma.start, region.vma.end - region.vma.start)) }
+            return pages
         }
-        return result
     }
 }

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CCheckpointKernel
 import CheckpointImage
 import LinuxKernel
 import ProcessState
@@ -33,15 +29,14 @@ public final class TrackingSession {
     public init(pid: Int32, directory: String) throws(CaptureError) {
         self.pid = pid
         self.directory = directory
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw CaptureError.from(SystemCallError("mkdir(\(directory))", errno: errno), pid: pid, doing: "create the image directory")
+        do throws(SystemCallError) { try FileSystem.makeDirectory(directory, permissions: 0o755) } catch {
+            throw CaptureError.from(error, pid: pid, doing: "create the image directory")
         }
-        guard let entries = opendir(directory) else {
-            throw CaptureError.from(SystemCallError("opendir(\(directory))", errno: errno), pid: pid, doing: "open the image directory")
+        let names: [String]
+        do throws(SystemCallError) { names = try FileSystem.contentsOfDirectory(directory) } catch {
+            throw CaptureError.from(SystemCallError("opendir(\(directory))", errno: error.errno), pid: pid, doing: "open the image directory")
         }
-        defer { closedir(entries) }
-        while let entry = readdir(entries) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        for name in names {
             if name.hasPrefix("image-") && name.hasSuffix(".ccimg") {
                 throw CaptureError(.output, "\(directory) already holds images of a session (\(name)); give an empty directory",
                                    pid: pid)
@@ -50,7 +45,7 @@ public final class TrackingSession {
     }
 
     /// Whether the process still exists (kill(pid, 0)).
-    public var processIsAlive: Bool { Glibc.kill(pid, 0) == 0 || errno != ESRCH }
+    public var processIsAlive: Bool { ProcessHandle.probe(pid: pid) != .noSuchProcess }
 
     /// Where image `number` goes: `DIRECTORY/image-NNNN.ccimg`, 0 the full image.
     public func path(ofImage number: Int) -> String {
@@ -103,22 +98,18 @@ public struct SessionTriggers: ~Copyable {
 
     private let every: Double?
     private let onInput: Bool
-    private let signals: Int32
+    private let signals: SignalWatch
 
     /// Blocks SIGINT and SIGTERM in this thread (and so in threads it creates later):
     /// make it before anything starts threads.
     public init(every: Double?, onInput: Bool) throws(CaptureError) {
         precondition(every != nil || onInput, "a session needs an interval or input lines")
-        let fd = Int32(cc_signalfd_blocking(SIGINT, SIGTERM))
-        guard fd >= 0 else {
-            throw CaptureError.from(SystemCallError("signalfd", errno: -fd), pid: 0, doing: "watch for SIGINT and SIGTERM")
+        do throws(SystemCallError) { signals = try SignalWatch() } catch {
+            throw CaptureError.from(error, pid: 0, doing: "watch for SIGINT and SIGTERM")
         }
         self.every = every
         self.onInput = onInput
-        self.signals = fd
     }
-
-    deinit { close(signals) }
 
     /// Waits for the next trigger (poll(2) on the signalfd and standard input). Lines
     /// that arrived while an image was being taken count as one trigger.
@@ -131,18 +122,15 @@ public struct SessionTriggers: ~Copyable {
                 if left <= 0 { return .due }
                 timeout = Int32(clamping: (left + 999_999) / 1_000_000)
             }
-            var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)]
-            if onInput { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
-            if poll(&fds, nfds_t(fds.count), timeout) < 0 {
-                if errno == EINTR { continue }
-                return .stop
-            }
-            if fds[0].revents != 0 { return .stop }
-            if onInput && fds[1].revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-                if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) { return .endOfInput }
-                if n > 0 && buffer[..<n].contains(UInt8(ascii: "\n")) { return .due }
+            switch signals.wait(timeoutMilliseconds: timeout, input: onInput) {
+            case .signal: return .stop
+            case .timeout: continue
+            case .input:
+                switch SignalWatch.readInput() {
+                case .end: return .endOfInput
+                case .newline: return .due
+                case .partial: continue
+                }
             }
         }
     }

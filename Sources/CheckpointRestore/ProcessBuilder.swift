@@ -1,7 +1,4 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
 import LinuxKernel
 import ProcessState
 import CheckpointImage
@@ -172,73 +169,33 @@ struct ProcessBuilder {
         return candidate
     }
 
-    /// Whether a VMA is mapped from its file (rather than anonymous memory).
-    static func isFileBacked(_ vma: Ccimg_V1_Vma) -> Bool {
-        vma.path.hasPrefix("/") && vma.role != .sharedMemory && !vma.path.hasSuffix(" (deleted)")
+    /// Whether a VMA is mapped from its file (``MemoryKind/isFileBacked(_:)``).
+    static func isFileBacked(_ vma: Ccimg_V1_Vma) -> Bool { MemoryKind.isFileBacked(vma) }
+
+    /// What the memory's restore reads: the chain, the saved VMAs, the roles not mapped.
+    var memory: MemoryRestoreContext {
+        MemoryRestoreContext(chain: image.chain, vmas: image.vmas, skippedRoles: skippedRoles)
     }
 
-    /// Maps every saved VMA at its address with its protection (mmap MAP_FIXED, injected).
+    /// Maps every saved VMA at its address (``StateKind/mapMemory(_:into:)``, ``MemoryKind``).
     mutating func mapMemory() throws(StepFailure) {
-        try systemCalls { () throws(SystemCallError) in try mapEveryVma() }
-    }
-
-    private mutating func mapEveryVma() throws(SystemCallError) {
-        var mappingDescriptors: [String: UInt64] = [:]
-        for vma in image.vmas where !skippedRoles.contains(vma.role) {
-            let mark = remote.scratchMark
-            defer { remote.release(to: mark) }
-            var flags = MAP_FIXED | (vma.shared ? MAP_SHARED : MAP_PRIVATE)
-            var fd = UInt64.max
-            if Self.isFileBacked(vma) {
-                let writable = vma.shared && vma.prot & UInt32(PROT_WRITE) != 0
-                let key = vma.path + (writable ? "\u{0}rw" : "")
-                if let open = mappingDescriptors[key] {
-                    fd = open
-                } else {
-                    let path = try remote.put(string: vma.path)
-                    fd = try remote.call("openat(\(vma.path))", X86Syscall.openat,
-                                         [UInt64(bitPattern: Int64(AT_FDCWD)), path, UInt64(writable ? O_RDWR : O_RDONLY) | UInt64(O_CLOEXEC)])
-                    mappingDescriptors[key] = fd
-                }
-            } else {
-                flags |= MAP_ANONYMOUS
-                if vma.role == .mainStack { flags |= MAP_GROWSDOWN }
-                if vma.path.hasPrefix("/") { warn("\(vma.path) at 0x\(String(vma.start, radix: 16)) is restored as private memory, no longer shared with the file") }
-            }
-            try remote.call("mmap(0x\(String(vma.start, radix: 16)))", X86Syscall.mmap,
-                            [vma.start, vma.end - vma.start, UInt64(vma.prot), UInt64(flags), fd, Self.isFileBacked(vma) ? vma.fileOffset : 0])
+        let memory = memory
+        do throws(StateFailure) {
+            for kind in StateKinds.all { try kind.mapMemory(memory, into: &context) }
+        } catch {
+            throw StepFailure(error)
         }
-        // The mappings hold their files; the fds would take numbers the saved ones need.
-        for fd in Set(mappingDescriptors.values) { try remote.call("close", X86Syscall.close, [fd]) }
     }
 
-    /// Writes every page the chain holds into the process: with process_vm_writev
-    /// into writable mappings, through /proc/PID/mem into the others (it may write
-    /// read-only private mappings: FOLL_FORCE, as a tracer).
+    /// Writes every page the chain holds into the process (``StateKind/writePages(_:into:)``).
     mutating func writePages() throws(StepFailure) {
-        let pid = pid
-        let mem: ProcessMemoryFile
-        do throws(SystemCallError) { mem = try ProcessMemoryFile(pid: pid) } catch { throw .cause(.system(error)) }
-        var writer = PageWriter(pid: pid, mem: mem, chain: image.chain)
-        let pageSize = UInt64(image.chain.pageSize)
-        for (v, vma) in image.chain.top.memoryMap.enumerated() where !skippedRoles.contains(vma.role) {
-            // A shared file's pages are the file's; writing them would change the file.
-            if vma.role == .fileShared && Self.isFileBacked(vma) { continue }
-            let zeroMatters = Self.isFileBacked(vma)
-            try writer.flush()
-            writer.writable = vma.prot & UInt32(PROT_WRITE) != 0
-            // The chain's pages, resolved in one place (inherited through the parents, dedup to targets).
-            for run in image.chain.resolvedRuns(ofVma: v) {
-                switch run.state {
-                case .notPopulated, .unmapped: continue
-                case .zero: if zeroMatters { try writer.zeros(at: run.address, pages: run.count) }
-                case .stored(let level, let first):
-                    for k in 0..<run.count { try writer.stored(level: level, ordinal: first + k, at: run.address + k * pageSize) }
-                }
-            }
+        var memory = memory
+        do throws(StateFailure) {
+            for kind in StateKinds.all { try kind.writePages(&memory, into: &context) }
+        } catch {
+            throw StepFailure(error)
         }
-        try writer.flush()
-        pagesWritten = writer.pages
+        pagesWritten = memory.pagesWritten
     }
 
     /// Overwrites each function of the image's vdso (restored at its address) with a

@@ -43,6 +43,9 @@ package struct FileStatus: Sendable, Equatable {
         self.init(st)
     }
 
+    /// stat(2) of `path`, or nil when it fails.
+    package static func of(path: String) -> FileStatus? { try? FileStatus(path: path) }
+
     /// The file type bits of st_mode (`mode & S_IFMT`): one of ``FileType``.
     package var fileType: UInt32 { mode & FileType.mask }
 }

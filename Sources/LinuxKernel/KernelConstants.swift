@@ -100,6 +100,7 @@ package enum KernelErrno {
 package enum DescriptorFlags {
     package static let O_RDONLY: UInt32 = 0
     package static let O_WRONLY: UInt32 = 1
+    package static let O_RDWR: UInt32 = 2
     package static let O_ACCMODE: UInt32 = 3
     package static let O_CREAT: UInt32 = 0o100
     package static let O_EXCL: UInt32 = 0o200
@@ -118,4 +119,15 @@ package enum DescriptorFlags {
     package static let AT_FDCWD: Int64 = -100
     package static let EFD_SEMAPHORE: UInt64 = 1
     package static let EPOLL_CTL_ADD: UInt64 = 1
+}
+
+/// mmap(2) flags and protections, which the memory's restore passes to injected calls
+/// (uapi asm-generic/mman-common.h).
+extension Linux {
+    package static let PROT_WRITE: UInt32 = 0x2
+    package static let MAP_SHARED: Int32 = 0x01
+    package static let MAP_PRIVATE: Int32 = 0x02
+    package static let MAP_FIXED: Int32 = 0x10
+    package static let MAP_ANONYMOUS: Int32 = 0x20
+    package static let MAP_GROWSDOWN: Int32 = 0x0100
 }

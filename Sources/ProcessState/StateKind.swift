@@ -181,6 +181,14 @@ package protocol StateKind: Sendable {
     /// memory and mm fields, before the process-wide state (the step "recreate the
     /// file descriptors").
     static func restoreDescriptors(_ files: OpenFileTable, into context: inout RestoreContext) throws(StateFailure)
+    /// Reads the memory map and pages into the image, after ``captureStopped(_:into:)``
+    /// and before the injected stages (the "regions" and "memory" phases, decision 0011).
+    static func captureMemory(_ target: CaptureTarget, _ memory: inout MemoryCaptureContext,
+                              into records: inout CapturedRecords) throws(StateFailure)
+    /// Maps the image's memory into the new process (the step "map the memory").
+    static func mapMemory(_ memory: MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure)
+    /// Writes the chain's pages into the mapped memory (the step "write the pages").
+    static func writePages(_ memory: inout MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure)
 }
 
 extension StateKind {
@@ -191,6 +199,10 @@ extension StateKind {
     package static func restoreProcessWide(into context: inout RestoreContext) throws(StateFailure) {}
     package static func restoreThreads(into context: inout RestoreContext) throws(StateFailure) {}
     package static func restoreDescriptors(_ files: OpenFileTable, into context: inout RestoreContext) throws(StateFailure) {}
+    package static func captureMemory(_ target: CaptureTarget, _ memory: inout MemoryCaptureContext,
+                                      into records: inout CapturedRecords) throws(StateFailure) {}
+    package static func mapMemory(_ memory: MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure) {}
+    package static func writePages(_ memory: inout MemoryRestoreContext, into context: inout RestoreContext) throws(StateFailure) {}
 }
 
 /// The table of kinds: the orchestrators find every kind of state here. Adding a kind
@@ -200,6 +212,7 @@ package enum StateKinds {
     /// process's credentials are set after the threads' own state).
     package static let all: [any StateKind.Type] = [
         ThreadStateKind.self, ProcessFactsKind.self, SignalDispositionsKind.self, TimersKind.self,
+        MemoryKind.self,
         DescriptorsKind.self,
     ]
 }
