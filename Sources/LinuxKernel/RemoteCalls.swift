@@ -143,20 +143,3 @@ package struct RemoteCalls {
         return try body(&self)
     }
 }
-
-/// Kernel structs for injected calls are built with the image writer's
-/// little-endian encoding (`appendLE`); these add the time structs.
-extension Array where Element == UInt8 {
-    /// A struct timespec for `nanoseconds`.
-    package mutating func appendTimespec(_ nanoseconds: Int64) {
-        appendLE(nanoseconds / 1_000_000_000)
-        appendLE(nanoseconds % 1_000_000_000)
-    }
-
-    /// A struct timeval for `microseconds`.
-    package mutating func appendTimeval(_ microseconds: Int64) {
-        appendLE(microseconds / 1_000_000)
-        appendLE(microseconds % 1_000_000)
-    }
-}
-

@@ -1,4 +1,5 @@
 import CheckpointImage
+import LinuxKernel
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -37,7 +38,7 @@ enum TextRenderer {
             guard let data = Data(base64Encoded: s), data.count == registerNames.count * 8 else { return value }
             let bytes = [UInt8](data)
             return .object(registerNames.enumerated().map { i, name in
-                let word = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[i * 8 + $1]) << (UInt64($1) * 8) }
+                let word = bytes.loadLE(UInt64.self, at: i * 8)
                 return (name, .hex(word))
             })
         case .string(let s) where bytesKeys.contains(key):

@@ -19,8 +19,8 @@ package struct EpollEvent: Equatable, Sendable {
     package init?(bytes: some Collection<UInt8>) {
         let b = Array(bytes.prefix(EpollEvent.size))
         guard b.count == EpollEvent.size else { return nil }
-        events = (0..<4).reduce(UInt32(0)) { $0 | UInt32(b[$1]) << (8 * UInt32($1)) }
-        data = (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[4 + $1]) << (8 * UInt64($1)) }
+        events = b.loadLE(UInt32.self, at: 0)
+        data = b.loadLE(UInt64.self, at: 4)
     }
 
     /// The 12 bytes of this struct epoll_event, as epoll_ctl(EPOLL_CTL_ADD) takes it.

@@ -26,10 +26,7 @@ package enum TimerFdDescriptor: AnonymousInodeKind {
         let nonblock = UInt64(h.openFlags & DescriptorFlags.O_NONBLOCK)
         let fd = try context.call("timerfd_create", X86Syscall.timerfdCreate, [UInt64(t.clockID), nonblock])
         if t.valueNs > 0 {
-            var spec: [UInt8] = []
-            spec.appendTimespec(t.intervalNs)
-            spec.appendTimespec(t.valueNs)
-            let address = try context.put(spec)
+            let address = try context.put(TimerSpec(intervalNanoseconds: t.intervalNs, valueNanoseconds: t.valueNs).encoded)
             try context.call("timerfd_settime", X86Syscall.timerfdSettime, [fd, 0, address, 0])
         }
         if t.ticks > 0 {
