@@ -57,7 +57,7 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         var text = pid.map { "pid \($0): " } ?? ""
         text += message
-        if let cause { text += " (\(cause))" }
+        if let cause, cause.description != message { text += " (\(cause))" }
         return text
     }
 

@@ -170,6 +170,16 @@ public enum Checkpointer {
     /// tracking note; then a migrating process is killed. `frozen` thaws on every failure.
     static func capture(_ plan: borrowing CapturePlan, _ frozen: consuming FrozenProcess, start: UInt64) throws(StateFailure) -> CheckpointSummary {
         var state = try readState(plan, &frozen, start: start)
+        // State this version cannot bring back: a capture that ends the process refuses
+        // (the process thaws, nothing is written); one that leaves it running says so.
+        if !state.records.unrestorable.isEmpty {
+            let reasons = state.records.unrestorable.joined(separator: "; ")
+            guard plan.keepsRunning else {
+                throw .state(StateError(.unsupported, "\(reasons): the process is left running and no image is written "
+                                        + "(--leave-running captures what can be saved)"))
+            }
+            state.records.warnings.append("this image cannot be restored: \(reasons)")
+        }
         // Tracking for the next increment: new VMAs join an existing tracker, or a tracker starts.
         let newNote = try startTracking(plan, state)
         // A process that lives on is thawed as soon as its state is read: every page is

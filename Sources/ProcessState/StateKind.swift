@@ -42,6 +42,9 @@ package struct CapturedRecords: Sendable {
     package var metadata: [(key: String, value: String)] = []
     /// What was captured only in part, for the summary.
     package var warnings: [String] = []
+    /// What was captured but cannot be restored by this version, one reason each: a
+    /// capture that would end the process refuses and leaves it running instead.
+    package var unrestorable: [String] = []
 
     /// Empty records.
     package init() {}

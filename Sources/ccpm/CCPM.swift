@@ -14,7 +14,9 @@ struct CCPM: ParsableCommand {
         discussion: """
         Exit status of 'checkpoint' (and 'track'): 0 the image is written; 3 no such process; 4 not permitted;
         5 the image cannot be written; 6 the parent image is missing or damaged; 7 the kernel refused;
-        8 unsupported process state. On every failure the process is left running as it was.
+        8 unsupported process state, or state this version could not restore (a capture that would end
+        the process refuses then; --leave-running keeps an image anyway). On every failure the process is
+        left running as it was.
 
         Exit status of 'restore': the restored process's own (128 + signal if a signal ended it),
         or with --detach 0. When the restore itself fails, a line 'ccpm: error: ...' says why and the

@@ -300,14 +300,27 @@ struct RestoreTests {
         #expect(workload.waitFor("DONE"))
     }
 
-    @Test("a failure in the middle of a restore (a socket) kills the half-made process and says why", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
+    @Test("a socket: a killing capture refuses and leaves the process running; a restore that fails midway kills the half-made process and says why", .enabled(if: Gate.python3, "needs /usr/bin/python3"))
     func failureMidway() throws {
         let dir = try CaptureSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let workload = try Workload("/usr/bin/python3", ["-c", "import socket, time\ns = socket.socket()\nprint('READY', flush=True)\ntime.sleep(30)"],
                                     output: "\(dir)/out.txt")
         try #require(workload.waitFor("READY"))
-        try checkpoint(workload.pid, "\(dir)/k.ccimg")
+        // A capture that would end the process refuses first: the socket could not come
+        // back. The process runs on, and no image is written.
+        let refused = try CaptureSupport.run(ccpm, ["checkpoint", String(workload.pid), "-o", "\(dir)/k.ccimg"])
+        #expect(refused.status == 8, "\(refused.stderr)")
+        #expect(refused.stderr.contains("is a socket, which this version cannot restore"))
+        #expect(refused.stderr.contains("the process is left running"))
+        #expect(access("\(dir)/k.ccimg", F_OK) != 0, "no image is written")
+        #expect(try String(contentsOfFile: "/proc/\(workload.pid)/stat", encoding: .utf8).split(separator: " ")[2] == "S",
+                "the process runs on (sleeping, not stopped or dead)")
+        // --leave-running keeps an image anyway, and says it cannot be restored.
+        let kept = try CaptureSupport.run(ccpm, ["checkpoint", String(workload.pid), "-o", "\(dir)/k.ccimg", "--leave-running"])
+        #expect(kept.status == 0, "\(kept.stderr)")
+        #expect(kept.stderr.contains("this image cannot be restored: fd"))
+        _ = kill(workload.pid, SIGKILL)
         try workload.reap()
         for extra in [[], ["--pidns"]] {
             let r = try CaptureSupport.run(ccpm, ["restore"] + extra + ["\(dir)/k.ccimg"])

@@ -26,6 +26,9 @@ package protocol DescriptorKind {
     /// Whether the saved status flags (O_APPEND, O_NONBLOCK, …) are set again with
     /// fcntl(F_SETFL) once the object is at its numbers.
     static var setsStatusFlags: Bool { get }
+    /// Why this version cannot bring the captured object back, or nil when it can: a
+    /// capture that ends the process refuses first (``CapturedRecords/unrestorable``).
+    static func cannotRestore(_ object: Ccimg_V1_Handle) -> String?
 }
 
 extension DescriptorKind {
@@ -33,6 +36,7 @@ extension DescriptorKind {
                                 _ context: inout DescriptorCaptureContext) throws(SystemCallError) {}
     package static func inheritsStandardDescriptor(_ object: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool { false }
     package static var setsStatusFlags: Bool { false }
+    package static func cannotRestore(_ object: Ccimg_V1_Handle) -> String? { nil }
 }
 
 /// A kind recognised by its /proc link text alone, an anonymous inode

@@ -26,6 +26,7 @@ package enum DescriptorsKind: StateKind {
         records.handles = handles.handleTable
         records.sockets = handles.sockets
         records.console = handles.console()
+        records.unrestorable += handles.table.objects.compactMap { DescriptorTable.kind(for: $0.type).cannotRestore($0) }
     }
 
     /// The image's descriptors (``DescriptorRestore``), through the context's remote calls.

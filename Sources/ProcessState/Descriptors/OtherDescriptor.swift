@@ -17,6 +17,11 @@ package enum OtherDescriptor: DescriptorKind {
         }
     }
 
+    /// Only ccpm's own userfaultfd may go missing: the next --track starts anew.
+    package static func cannotRestore(_ object: Ccimg_V1_Handle) -> String? {
+        object.path == "anon_inode:[userfaultfd]" ? nil : "fd \(object.fd) (\(object.path)) is of a kind this version cannot restore"
+    }
+
     package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
         if h.path == "anon_inode:[userfaultfd]" {
             context.warn("fd \(h.fd) (a userfaultfd, as ccpm --track leaves) is not restored; the next --track starts tracking anew")

@@ -33,6 +33,11 @@ package enum SocketDescriptor: DescriptorKind {
         context.warn("fd \(h.fd) is a socket: recorded with its type and addresses only (full socket capture comes later)")
     }
 
+    /// A socket comes back only at fds 0–2, as ccpm's own (``inheritsStandardDescriptor(_:_:)``).
+    package static func cannotRestore(_ object: Ccimg_V1_Handle) -> String? {
+        object.fd <= 2 ? nil : "fd \(object.fd) is a socket, which this version cannot restore"
+    }
+
     package static func inheritsStandardDescriptor(_ object: Ccimg_V1_Handle, _ context: DescriptorRestoreContext) -> Bool { true }
 
     package static func restore(_ h: Ccimg_V1_Handle, _ context: inout DescriptorRestoreContext) throws(StateFailure) -> UInt64? {
